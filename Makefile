@@ -1,0 +1,44 @@
+# Two commands set up a fresh machine and do the work:
+#   make example   installs what is missing, then runs the example project
+#   make test      installs what is missing, then runs the test suite
+# Both may be run again; they only install what is not there yet.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEBS   := dnsmasq-base libmail-dkim-perl opendkim opendkim-tools
+
+.PHONY: setup venv debs example test bench clean
+
+setup: debs venv
+
+# The independent DKIM peers and the DNS server the tests talk to.
+debs:
+	@if ! command -v dnsmasq >/dev/null 2>&1 || ! command -v opendkim >/dev/null 2>&1 \
+	    || ! perl -MMail::DKIM::Verifier -e1 >/dev/null 2>&1; then \
+	  echo "installing Debian packages: $(DEBS)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBS); \
+	fi
+
+venv: $(BIN)/salmon-dkim
+
+$(BIN)/salmon-dkim: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+example: setup
+	cd example_project && ../$(BIN)/python run.py
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python bench/sign.py
+	$(BIN)/python bench/verify.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
