@@ -1,0 +1,299 @@
+"""Read salmon_dkim.ini into frozen, typed settings.
+
+The file is read with configobj and checked against ``salmon_dkim.spec`` with
+validate.  Every problem stops loading with one line naming the file, the
+option and what is wrong.  The resulting :class:`Settings` is passed to the
+core explicitly; no module reads configuration on its own.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping, Optional, Tuple, Union
+
+from configobj import ConfigObj, ConfigObjError, flatten_errors, get_extra_values
+from validate import Validator
+
+SPEC_PATH = Path(__file__).with_name("salmon_dkim.spec")
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; str() is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class DomainKeys:
+    """The signing keys of one domain: one selector per key (two for dual signing)."""
+
+    domain: str
+    selectors: Tuple[str, ...]
+    key_files: Tuple[Path, ...]
+    include_subdomains: bool = False
+
+
+@dataclass(frozen=True)
+class SigningSettings:
+    enabled: bool = True
+    keys_dir: Path = Path("keys")
+    domains: Mapping[str, DomainKeys] = field(default_factory=lambda: MappingProxyType({}))
+    default: Optional[DomainKeys] = None
+    sender_selectors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    skip_senders: Tuple[str, ...] = ()
+    headers: Tuple[str, ...] = ()
+    oversign_headers: Tuple[str, ...] = ("from",)
+    header_canon: str = "relaxed"
+    body_canon: str = "relaxed"
+    expire_seconds: int = 7 * 86400
+    body_length_tag: bool = False
+    max_message_size: int = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VerificationSettings:
+    enabled: bool = True
+    authserv_id: str = ""
+    max_signatures: int = 5
+    clock_drift: int = 300
+    min_key_bits: int = 1024
+    allow_sha1: bool = False
+    honor_body_length: bool = False
+    skip_authenticated: bool = True
+    skip_trusted_ips: bool = True
+    trusted_ips: Tuple[IPNetwork, ...] = ()
+    white_list_ips: Tuple[IPNetwork, ...] = ()
+    authenticated_peers: Tuple[IPNetwork, ...] = ()
+    authenticated_header: str = ""
+    approved_domains: Tuple[str, ...] = ()
+    approved_score: float = -0.5
+    pass_score: float = 0.0
+    fail_score: float = 0.0
+    reject_on_fail: bool = False
+    reject_score: float = 0.0
+    score_header: str = "X-DKIM-Score"
+    close_connection_on_reject: bool = False
+    temperror_action: str = "tempfail"
+    internal_error_action: str = "tempfail"
+    use_cache: bool = True
+    adsp: bool = False
+    adsp_action: str = "reject"
+    adsp_score: float = 5.0
+    max_message_size: int = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ListSettings:
+    """[DomainKeys]: what happens to mailing-list mail (MDaemon's names)."""
+
+    strip_sigs_from_list_mail: bool = True
+    sign_list_mail: bool = True
+    arc_seal: bool = False
+    arc_verify: bool = True
+    max_arc_instances: int = 10
+
+
+@dataclass(frozen=True)
+class DNSSettings:
+    nameservers: Tuple[str, ...] = ()
+    port: int = 53
+    timeout: float = 3.0
+    zone_file: Optional[Path] = None
+    cache_size: int = 10000
+    max_cache_ttl: int = 86400
+    negative_cache_ttl: int = 300
+    max_lookups_per_message: int = 10
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    activity_log: Optional[Path] = None
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything salmon-dkim is configured with, checked and frozen."""
+
+    signing: SigningSettings = SigningSettings()
+    verification: VerificationSettings = VerificationSettings()
+    lists: ListSettings = ListSettings()
+    dns: DNSSettings = DNSSettings()
+    logging: LoggingSettings = LoggingSettings()
+    source: Optional[Path] = None
+
+
+def load_settings(path: Union[str, os.PathLike, None] = None, *,
+                  check_key_files: bool = True) -> Settings:
+    """Read and check ``path``; with no path, every option takes its default.
+
+    Relative paths in the file are taken from the file's own folder.
+    Raises ConfigError with a one-line message naming file, option and problem.
+    """
+    name = str(path) if path is not None else "<defaults>"
+    try:
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{name}: no such configuration file")
+        raw = ConfigObj(infile=str(path) if path is not None else [],
+                        configspec=str(SPEC_PATH), file_error=True,
+                        raise_errors=True, encoding="utf-8", interpolation=False)
+    except ConfigObjError as exc:
+        raise ConfigError(f"{name}: cannot be parsed: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{name}: is not UTF-8 text ({exc.reason})") from None
+    _check(raw, name)
+    base = Path(path).resolve().parent if path is not None else Path.cwd()
+    return _build(raw, name, base, check_key_files)
+
+
+def _where(sections, key) -> str:
+    parts = [f"[{s}]" if i == 0 else f"[[{s}]]" for i, s in enumerate(sections)]
+    if key:
+        parts.append(key if sections else f"[{key}]")
+    return " ".join(parts)
+
+
+def _check(raw: ConfigObj, name: str) -> None:
+    results = raw.validate(Validator(), preserve_errors=True)
+    if results is not True:
+        for sections, key, error in flatten_errors(raw, results):
+            if key is None:
+                raise ConfigError(f"{name}: {_where(sections, '')}: section is missing or malformed")
+            if error is False:
+                raise ConfigError(f"{name}: {_where(sections, key)}: required option is missing")
+            raise ConfigError(f"{name}: {_where(sections, key)}: {_explain(raw, sections, key, error)}")
+    for sections, key in get_extra_values(raw):
+        kind = "section" if isinstance(_get(raw, sections + (key,)), dict) else "option"
+        raise ConfigError(f"{name}: {_where(sections, key)}: unknown {kind}")
+
+
+_EXPECTED = {"boolean": "Yes or No", "integer": "a whole number", "float": "a number",
+             "option": "one of", "force_list": "a comma-separated list", "string": "text"}
+
+
+def _explain(raw: ConfigObj, sections, key, error) -> str:
+    """validate's "wrong type" says nothing of what was wanted: say it."""
+    message = str(error)
+    if "wrong type" not in message and "unacceptable" not in message:
+        return message
+    spec = _get(raw.configspec, sections).get(key) or _get(raw.configspec, sections).get("__many__", "")
+    kind = spec.split("(", 1)[0]
+    wanted = _EXPECTED.get(kind, kind)
+    if kind == "option":
+        wanted += " " + ", ".join(repr(o) for o in
+                                  _get(raw.configspec, sections).__getitem__(key).split("(", 1)[1]
+                                  .rsplit(", default", 1)[0].replace('"', "").split(", "))
+    value = _get(raw, sections).get(key)
+    return f"{value!r} is not valid here; expected {wanted}"
+
+
+def _get(raw, path):
+    for part in path:
+        raw = raw[part]
+    return raw
+
+
+def _networks(values, name, option) -> Tuple[IPNetwork, ...]:
+    nets = []
+    for value in values:
+        try:
+            nets.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {option}: {value!r} is not an IP address or CIDR network") from None
+    return tuple(nets)
+
+
+def _path(base: Path, value: str) -> Optional[Path]:
+    if not value:
+        return None
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _domain_keys(domain, selectors, key_files, include_subdomains, keys_dir, name, where,
+                 check_key_files) -> DomainKeys:
+    domain = domain.lower().rstrip(".")
+    if key_files and len(key_files) != len(selectors):
+        raise ConfigError(f"{name}: {where} KeyFiles: gives {len(key_files)} files for "
+                          f"{len(selectors)} selectors; give one per selector or none")
+    files = tuple(_path(keys_dir.parent, f) if f else None for f in key_files) or tuple(
+        keys_dir / domain / f"{sel}.key" for sel in selectors)
+    if check_key_files:
+        for sel, f in zip(selectors, files):
+            if not f.is_file():
+                raise ConfigError(f"{name}: {where}: key file {f} for selector {sel!r} is missing; "
+                                  f"create it with: salmon-dkim keygen {domain} --selector {sel}")
+    return DomainKeys(domain, tuple(selectors), files, include_subdomains)
+
+
+def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Settings:
+    s, v, d, dk, lg = (raw["Signing"], raw["Verification"], raw["DNS"],
+                       raw["DomainKeys"], raw["Logging"])
+    keys_dir = _path(base, s["KeysDir"])
+    domains = {}
+    for domain, entry in raw["Domains"].items():
+        where = f"[Domains] [[{domain}]]"
+        domains[domain.lower().rstrip(".")] = _domain_keys(
+            domain, entry["Selectors"], entry["KeyFiles"], entry["IncludeSubdomains"],
+            keys_dir, name, where, check_key_files)
+    default = None
+    if s["DefaultDomain"] or s["DefaultSelectors"]:
+        if not (s["DefaultDomain"] and s["DefaultSelectors"]):
+            raise ConfigError(f"{name}: [Signing] DefaultDomain and DefaultSelectors go together; "
+                              "set both or neither")
+        default = _domain_keys(s["DefaultDomain"], s["DefaultSelectors"], [], False, keys_dir,
+                               name, "[Signing] DefaultSelectors", check_key_files)
+    header_canon, body_canon = s["Canonicalization"].split("/")
+    headers = tuple(h.lower() for h in s["Headers"])
+    if "from" not in headers:
+        raise ConfigError(f"{name}: [Signing] Headers: must include 'from' (RFC 6376 section 5.4)")
+    signing = SigningSettings(
+        enabled=s["Enabled"], keys_dir=keys_dir, domains=MappingProxyType(domains),
+        default=default,
+        sender_selectors=MappingProxyType({k.lower(): val for k, val in raw["SenderSelectors"].items()}),
+        skip_senders=tuple(x.lower() for x in s["SkipSenders"]),
+        headers=headers, oversign_headers=tuple(h.lower() for h in s["OversignHeaders"]),
+        header_canon=header_canon, body_canon=body_canon,
+        expire_seconds=int(s["ExpireDays"] * 86400), body_length_tag=s["BodyLengthTag"],
+        max_message_size=s["MaxMessageSize"])
+    verification = VerificationSettings(
+        enabled=v["Enabled"], authserv_id=v["AuthservId"] or socket.getfqdn(),
+        max_signatures=v["MaxSignatures"], clock_drift=v["ClockDrift"],
+        min_key_bits=v["MinKeyBits"], allow_sha1=v["AllowSHA1"],
+        honor_body_length=v["HonorBodyLength"], skip_authenticated=v["SkipAuthenticated"],
+        skip_trusted_ips=v["SkipTrustedIPs"],
+        trusted_ips=_networks(v["TrustedIPs"], name, "[Verification] TrustedIPs"),
+        white_list_ips=_networks(v["WhiteListIPs"], name, "[Verification] WhiteListIPs"),
+        authenticated_peers=_networks(v["AuthenticatedPeers"], name,
+                                      "[Verification] AuthenticatedPeers"),
+        authenticated_header=v["AuthenticatedHeader"],
+        approved_domains=tuple(x.lower().rstrip(".") for x in v["ApprovedDomains"]),
+        approved_score=v["ApprovedScore"], pass_score=v["PassScore"], fail_score=v["FailScore"],
+        reject_on_fail=v["RejectOnFail"], reject_score=v["RejectScore"],
+        score_header=v["ScoreHeader"], close_connection_on_reject=v["CloseConnectionOnReject"],
+        temperror_action=v["TempErrorAction"], internal_error_action=v["InternalErrorAction"],
+        use_cache=v["UseCache"], adsp=v["ADSP"], adsp_action=v["ADSPAction"],
+        adsp_score=v["ADSPScore"], max_message_size=v["MaxMessageSize"])
+    lists = ListSettings(
+        strip_sigs_from_list_mail=dk["StripSigsFromListMail"], sign_list_mail=dk["SignListMail"],
+        arc_seal=dk["ARCSeal"], arc_verify=dk["ARCVerify"], max_arc_instances=dk["MaxARCInstances"])
+    zone = _path(base, d["ZoneFile"])
+    if zone is not None and not zone.is_file():
+        raise ConfigError(f"{name}: [DNS] ZoneFile: {zone} does not exist")
+    for ns in d["Nameservers"]:
+        try:
+            ipaddress.ip_address(ns)
+        except ValueError:
+            raise ConfigError(f"{name}: [DNS] Nameservers: {ns!r} is not an IP address") from None
+    dns = DNSSettings(
+        nameservers=tuple(d["Nameservers"]), port=d["Port"], timeout=d["Timeout"], zone_file=zone,
+        cache_size=d["CacheSize"] if v["UseCache"] else 0, max_cache_ttl=d["MaxCacheTTL"],
+        negative_cache_ttl=d["NegativeCacheTTL"],
+        max_lookups_per_message=d["MaxLookupsPerMessage"])
+    logging_ = LoggingSettings(activity_log=_path(base, lg["ActivityLog"]), log_level=lg["LogLevel"])
+    return Settings(signing, verification, lists, dns, logging_,
+                    Path(name).resolve() if name != "<defaults>" else None)
