@@ -107,6 +107,7 @@ class DNSSettings:
     max_cache_ttl: int = 86400
     negative_cache_ttl: int = 300
     max_lookups_per_message: int = 10
+    cache_file: Optional[Path] = None
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,7 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
         nameservers=tuple(d["Nameservers"]), port=d["Port"], timeout=d["Timeout"], zone_file=zone,
         cache_size=d["CacheSize"] if v["UseCache"] else 0, max_cache_ttl=d["MaxCacheTTL"],
         negative_cache_ttl=d["NegativeCacheTTL"],
-        max_lookups_per_message=d["MaxLookupsPerMessage"])
+        max_lookups_per_message=d["MaxLookupsPerMessage"], cache_file=_path(base, d["CacheFile"]))
     logging_ = LoggingSettings(activity_log=_path(base, lg["ActivityLog"]), log_level=lg["LogLevel"])
     return Settings(signing, verification, lists, dns, logging_,
                     Path(name).resolve() if name != "<defaults>" else None)

@@ -1,0 +1,2 @@
+"""salmon-dkim cache."""
+from salmon_dkim.cli import main  # noqa: F401

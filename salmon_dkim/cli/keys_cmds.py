@@ -1,0 +1,2 @@
+"""salmon-dkim keygen, dns-record, check-dns."""
+from salmon_dkim.cli import main  # noqa: F401

@@ -1,0 +1,2 @@
+"""salmon-dkim sign, log, stats."""
+from salmon_dkim.cli import main  # noqa: F401

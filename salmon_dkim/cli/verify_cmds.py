@@ -1,0 +1,2 @@
+"""salmon-dkim verify."""
+from salmon_dkim.cli import main  # noqa: F401
