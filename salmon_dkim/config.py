@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,18 +178,23 @@ _EXPECTED = {"boolean": "Yes or No", "integer": "a whole number", "float": "a nu
 
 
 def _explain(raw: ConfigObj, sections, key, error) -> str:
-    """validate's "wrong type" says nothing of what was wanted: say it."""
-    message = str(error)
+    """validate's messages say nothing of what was wanted: say it."""
+    message = str(error).rstrip(".")
+    spec_section = _get(raw.configspec, sections)
+    spec = spec_section.get(key) or spec_section.get("__many__", "")
+    kind, _, args = spec.partition("(")
+    value = _get(raw, sections).get(key)
+    limits = dict(re.findall(r"\b(min|max)=([-\d.]+)", args))
+    if "too small" in message and "min" in limits:
+        return f"{value!r} is too small; the least allowed is {limits['min']}"
+    if "too big" in message and "max" in limits:
+        return f"{value!r} is too big; the most allowed is {limits['max']}"
     if "wrong type" not in message and "unacceptable" not in message:
         return message
-    spec = _get(raw.configspec, sections).get(key) or _get(raw.configspec, sections).get("__many__", "")
-    kind = spec.split("(", 1)[0]
     wanted = _EXPECTED.get(kind, kind)
     if kind == "option":
-        wanted += " " + ", ".join(repr(o) for o in
-                                  _get(raw.configspec, sections).__getitem__(key).split("(", 1)[1]
-                                  .rsplit(", default", 1)[0].replace('"', "").split(", "))
-    value = _get(raw, sections).get(key)
+        choices = args.rsplit(", default", 1)[0].replace('"', "").split(", ")
+        wanted += " " + ", ".join(repr(c) for c in choices)
     return f"{value!r} is not valid here; expected {wanted}"
 
 
