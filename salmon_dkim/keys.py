@@ -1,0 +1,262 @@
+"""DKIM keys: private keys read from files (checked before use) and key records from DNS.
+
+``load_private_key`` refuses a key file a careless deployment would leak or
+a verifier would refuse (group/world-readable, encrypted, unreadable, of the
+wrong type, too short); ``KeyStore`` reads each file once.  ``parse_key_record``
+reads the TXT record published at ``SELECTOR._domainkey.DOMAIN`` (RFC 6376
+section 3.6.1, RFC 8463 for Ed25519).  Key material never appears in a
+message or a repr.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from salmon_dkim.canon import compact, parse_tags
+
+MIN_RSA_BITS = 1024  # RFC 8301: verifiers refuse shorter RSA keys
+PublicKey = Union[rsa.RSAPublicKey, ed25519.Ed25519PublicKey]
+KEYGEN_HINT = "generate a new one with salmon-dkim keygen"
+
+
+class KeyFileError(Exception):
+    """A private key file that cannot be used; the message names the file, the rule and the fix."""
+
+
+@dataclass(frozen=True)
+class PrivateKey:
+    """A private key loaded from ``path``, ready to sign with."""
+
+    algorithm: str  # "rsa" | "ed25519"
+    key: object = field(compare=False, repr=False)
+    bits: int
+    path: Path
+
+    def public_bytes(self) -> bytes:
+        """The public key as DKIM publishes it: RSA SubjectPublicKeyInfo DER, Ed25519 raw 32 bytes."""
+        public = self.key.public_key()
+        if self.algorithm == "ed25519":
+            return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+    def public_b64(self) -> str:
+        """The p= value of this key's DNS record."""
+        return base64.b64encode(self.public_bytes()).decode("ascii")
+
+    def dns_txt(self, testing: bool = False) -> str:
+        """The TXT record to publish for this key: "v=DKIM1; k=rsa; p=..."."""
+        flags = "t=y; " if testing else ""
+        return f"v=DKIM1; k={self.algorithm}; {flags}p={self.public_b64()}"
+
+    def __repr__(self) -> str:
+        return f"PrivateKey(algorithm={self.algorithm!r}, bits={self.bits}, path={str(self.path)!r})"
+
+
+def _check_mode(path: Path, mode: int) -> None:
+    if mode & 0o077:
+        how = "readable" if mode & 0o044 else "accessible"
+        raise KeyFileError(f"{path} is {how} by group or others (mode {stat.S_IMODE(mode):04o}); "
+                           f"run chmod 600 on it")
+
+
+def _parse_key_file(path: Path, data: bytes) -> object:
+    try:
+        if b"-----BEGIN" in data:
+            return serialization.load_pem_private_key(data, password=None)
+        return serialization.load_der_private_key(data, password=None)
+    except TypeError:  # cryptography's way of saying "encrypted, and no password given"
+        raise KeyFileError(f"{path} is an encrypted private key; DKIM keys are read without a passphrase: "
+                           f"decrypt it (openssl pkey -in FILE -out NEW) or {KEYGEN_HINT}") from None
+    except UnsupportedAlgorithm:
+        raise KeyFileError(f"{path} holds a key of an unsupported type; DKIM keys are RSA or Ed25519: "
+                           f"{KEYGEN_HINT}") from None
+    except ValueError:
+        if b"ENCRYPTED" in data:
+            raise KeyFileError(f"{path} is an encrypted private key in a form that cannot be read; "
+                               f"{KEYGEN_HINT}") from None
+        raise KeyFileError(f"{path} is not a readable private key (corrupt, truncated or not PEM); "
+                           f"restore it from a backup or {KEYGEN_HINT}") from None
+
+
+def load_private_key(path: "str | os.PathLike", *, min_bits: int = MIN_RSA_BITS) -> PrivateKey:
+    """The key in a PEM (PKCS#8 or PKCS#1) file, after checking it is private, usable and long enough."""
+    path = Path(path)
+    try:
+        _check_mode(path, os.stat(path).st_mode)
+        data = path.read_bytes()
+    except KeyFileError:
+        raise
+    except OSError as exc:
+        raise KeyFileError(f"{path} cannot be read ({exc.strerror}); check KeysDir/KeyFiles "
+                           f"or {KEYGEN_HINT}") from None
+    key = _parse_key_file(path, data)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return PrivateKey("ed25519", key, 256, path)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        kind = type(key).__name__.replace("PrivateKey", "").lstrip("_") or "unknown"
+        raise KeyFileError(f"{path} holds a {kind} key; DKIM keys are RSA or Ed25519: {KEYGEN_HINT}")
+    if key.key_size < min_bits:
+        raise KeyFileError(f"{path} holds a {key.key_size}-bit RSA key, under the {min_bits}-bit minimum "
+                           f"(RFC 8301); {KEYGEN_HINT} (2048 bits)")
+    return PrivateKey("rsa", key, key.key_size, path)
+
+
+class KeyStore:
+    """Private keys by file, each read once; a file replaced on disk is read again."""
+
+    def __init__(self, *, min_bits: int = MIN_RSA_BITS) -> None:
+        self.min_bits = min_bits
+        self._keys: Dict[Path, Tuple[tuple, PrivateKey]] = {}
+
+    def get(self, path: "str | os.PathLike") -> PrivateKey:
+        resolved = Path(path).resolve()
+        try:
+            st = os.stat(resolved)
+        except OSError:
+            return load_private_key(path, min_bits=self.min_bits)  # raises KeyFileError naming the file
+        # A rotated, rewritten or chmod-ed file changes one of these.
+        version = (st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode)
+        cached = self._keys.get(resolved)
+        if cached and cached[0] == version:
+            return cached[1]
+        key = load_private_key(path, min_bits=self.min_bits)
+        self._keys[resolved] = (version, key)
+        return key
+
+
+class KeyRecordError(ValueError):
+    """A malformed DKIM key record; ``tag`` names the offending tag (None when the list itself is bad)."""
+
+    def __init__(self, message: str, tag: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.tag = tag
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A DKIM key record (RFC 6376 section 3.6.1) as published in DNS."""
+
+    version: Optional[str] = None
+    key_type: str = "rsa"
+    hashes: Optional[Tuple[str, ...]] = None
+    services: Tuple[str, ...] = ("*",)
+    flags: Tuple[str, ...] = ()
+    public_b64: str = ""
+    notes: Optional[str] = None
+    key: Optional[PublicKey] = field(default=None, compare=False, repr=False)
+
+    @property
+    def revoked(self) -> bool:
+        return self.public_b64 == ""
+
+    @property
+    def testing(self) -> bool:
+        return "y" in self.flags
+
+    @property
+    def strict(self) -> bool:
+        return "s" in self.flags
+
+    def public_key(self) -> PublicKey:
+        """The published key; KeyRecordError (tag "p") when the key is revoked."""
+        if self.key is None:
+            raise KeyRecordError("p= is empty: the key has been revoked", "p")
+        return self.key
+
+    def bits(self) -> int:
+        """RSA modulus size, 256 for Ed25519, 0 for a revoked key."""
+        if self.key is None:
+            return 0
+        return self.key.key_size if isinstance(self.key, rsa.RSAPublicKey) else 256
+
+    def matches(self, private: PrivateKey) -> bool:
+        """Whether this record publishes the public half of ``private``."""
+        if self.key is None or self.key_type != private.algorithm:
+            return False
+        public = private.key.public_key()
+        if isinstance(self.key, rsa.RSAPublicKey):
+            return self.key.public_numbers() == public.public_numbers()
+        return self.key.public_bytes_raw() == public.public_bytes_raw()
+
+
+_WORD = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]*[A-Za-z0-9])?")  # RFC 6376 hyphenated-word
+
+
+def _word_list(tag: str, value: str, extra: Tuple[str, ...] = ()) -> Tuple[str, ...]:
+    items = tuple(item.strip(" \t\r\n") for item in value.split(":"))
+    for item in items:
+        if item not in extra and not _WORD.fullmatch(item):
+            raise KeyRecordError(f"{tag}= is not a colon-separated list of names: {value[:40]!r}", tag)
+    return items
+
+
+def _decode_public_key(key_type: str, p: str) -> PublicKey:
+    try:
+        der = base64.b64decode(p, validate=True)
+    except (binascii.Error, ValueError):
+        raise KeyRecordError("p= is not valid base64", "p") from None
+    if key_type == "ed25519":
+        if len(der) != 32:
+            raise KeyRecordError(f"p= for k=ed25519 must be the raw 32-byte key (RFC 8463), "
+                                 f"not {len(der)} bytes", "p")
+        return ed25519.Ed25519PublicKey.from_public_bytes(der)
+    try:
+        key = serialization.load_der_public_key(der)  # SubjectPublicKeyInfo, or bare PKCS#1 RSAPublicKey
+    except (ValueError, UnsupportedAlgorithm):
+        raise KeyRecordError("p= does not decode to an RSA public key", "p") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise KeyRecordError("p= holds a key that is not RSA, but k= says rsa", "p")
+    return key
+
+
+def parse_key_record(txt: bytes) -> KeyRecord:
+    """The key record in a TXT record's joined strings; KeyRecordError naming the bad tag."""
+    try:
+        raw = parse_tags(txt)
+    except ValueError as exc:
+        raise KeyRecordError(f"key record is not a valid tag list: {exc}") from None
+    tags: Dict[str, str] = {}
+    for name, value in raw.items():
+        try:
+            tags[name.decode("ascii")] = value.decode("ascii")
+        except UnicodeDecodeError:
+            raise KeyRecordError(f"{name.decode('ascii', 'replace')}= holds non-ASCII bytes",
+                                 name.decode("ascii", "replace")) from None
+    version = tags.get("v")
+    if version is not None and (version != "DKIM1" or next(iter(tags)) != "v"):
+        raise KeyRecordError(f"v= must be DKIM1 and the first tag, found v={version[:20]}", "v")
+    key_type = tags.get("k", "rsa").lower()
+    if key_type not in ("rsa", "ed25519"):
+        raise KeyRecordError(f"k={key_type[:20]} is not a known key type (rsa or ed25519)", "k")
+    if "p" not in tags:
+        raise KeyRecordError("p= is missing: a key record must publish a key (or p= empty if revoked)", "p")
+    public_b64 = compact(raw[b"p"]).decode("ascii")
+    hashes = _word_list("h", tags["h"]) if "h" in tags else None
+    services = _word_list("s", tags["s"], extra=("*",)) if "s" in tags else ("*",)
+    flags = _word_list("t", tags["t"]) if "t" in tags else ()
+    key = _decode_public_key(key_type, public_b64) if public_b64 else None
+    return KeyRecord(version, key_type, tuple(h.lower() for h in hashes) if hashes else None,
+                     tuple(s.lower() for s in services), tuple(f.lower() for f in flags),
+                     public_b64, tags.get("n"), key)
+
+
+def key_name(selector: str, domain: str) -> str:
+    """The DNS name a key is published at: "s1._domainkey.example.com"."""
+    return f"{selector}._domainkey.{domain.rstrip('.')}"
+
+
+def zone_line(selector: str, domain: str, txt: str) -> str:
+    """The record as a zone-file line, its text split into strings of at most 255 characters."""
+    chunks = [txt[i:i + 255] for i in range(0, len(txt), 255)] or [""]
+    quoted = " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
+    return f"{key_name(selector, domain)}. IN TXT ( {quoted} )"
