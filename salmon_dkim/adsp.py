@@ -1,0 +1,65 @@
+"""Author Domain Signing Practices (RFC 5617): does the From domain promise to sign?
+
+ADSP is historic, but MDaemon and others still offer it.  A message with no
+passing signature from its author domain fails when that domain publishes
+``dkim=all`` (result ``fail``) or ``dkim=discardable`` (result ``discard``),
+except, as our issue 4 asks, when an author-domain signature failed with a key
+in testing mode (``t=y``): that is reported as ``unknown``.
+
+The existence check of RFC 5617 section 4.3 (``nxdomain``) needs an A/MX
+query; our resolver answers TXT only, so that step is not made.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Tuple
+
+from salmon_dkim.canon import parse_tags
+from salmon_dkim.dns import DNSError, LookupLimitExceeded, NoRecord, TemporaryDNSError, TXTResolver
+
+PRACTICES = ("unknown", "all", "discardable")
+
+
+def adsp_name(domain: str) -> str:
+    return f"_adsp._domainkey.{domain}"
+
+
+def practice(domain: str, resolver: TXTResolver) -> Tuple[Optional[str], str]:
+    """The published practice ("unknown", "all", "discardable") or None, with a reason."""
+    name = adsp_name(domain)
+    records = []
+    for txt in resolver.txt(name):
+        try:
+            tags = parse_tags(txt)
+        except ValueError:
+            continue  # RFC 5617 4.2.1: a record that does not parse is ignored
+        if b"dkim" in tags:
+            records.append(tags[b"dkim"].strip().lower().decode("ascii", "replace"))
+    if len(records) != 1:
+        return None, f"no usable ADSP record at {name}"
+    value = records[0] if records[0] in PRACTICES else "unknown"
+    return value, f"{name} says dkim={value}"
+
+
+def evaluate(author_domain: Optional[str], results: Iterable, resolver: TXTResolver) -> Tuple[str, str]:
+    """The RFC 5617 result word and a reason, given the signature results of the message."""
+    if author_domain is None:
+        return "none", "no single author domain in From"
+    own = [r for r in results if r.type == "dkim" and r.domain == author_domain]
+    if any(r.result == "pass" for r in own):
+        return "pass", f"a valid signature by the author domain {author_domain}"
+    try:
+        value, reason = practice(author_domain, resolver)
+    except NoRecord:
+        return "none", f"no ADSP record at {adsp_name(author_domain)}"
+    except LookupLimitExceeded as exc:
+        return "permerror", str(exc)
+    except (TemporaryDNSError, DNSError) as exc:
+        return "temperror", f"ADSP lookup failed: {exc}"
+    if value is None:
+        return "none", reason
+    if value == "unknown":
+        return "unknown", reason
+    if any(r.testing for r in own):
+        return "unknown", f"{reason}, but the author-domain key is in testing mode (t=y)"
+    word = "discard" if value == "discardable" else "fail"
+    return word, f"{reason} and no valid signature by {author_domain}"
