@@ -104,7 +104,7 @@ def load_private_key(path: "str | os.PathLike", *, min_bits: int = MIN_RSA_BITS)
         return PrivateKey("ed25519", key, 256, path)
     if not isinstance(key, rsa.RSAPrivateKey):
         kind = type(key).__name__.replace("PrivateKey", "").lstrip("_") or "unknown"
-        raise KeyFileError(f"{path} holds a {kind} key; DKIM keys are RSA or Ed25519: {KEYGEN_HINT}")
+        raise KeyFileError(f"{path} holds a key of type {kind}; DKIM keys are RSA or Ed25519: {KEYGEN_HINT}")
     if key.key_size < min_bits:
         raise KeyFileError(f"{path} holds a {key.key_size}-bit RSA key, under the {min_bits}-bit minimum "
                            f"(RFC 8301); {KEYGEN_HINT} (2048 bits)")
