@@ -1,0 +1,109 @@
+"""The Authentication-Results header (RFC 8601) for a verified message, built with authres.
+
+One header per message, one ``dkim=`` result per signature checked (RFC 6008
+``header.b`` tells apart two signatures of one domain), ``dkim=none`` when
+unsigned, ``dkim-adsp=`` (the RFC 5617 method name) when ADSP ran.  Incoming
+headers that claim our authserv-id are forged or stale and are removed first
+(RFC 8601 section 5).
+"""
+from __future__ import annotations
+
+import re
+from typing import List
+
+import authres
+import authres.dkim_adsp
+import authres.dkim_b
+from authres.core import AuthenticationResult, AuthenticationResultProperty
+from authres.dkim_adsp import DKIMADSPAuthenticationResult
+
+from salmon_dkim.verify import VerificationReport
+
+MAX_LINE = 78
+_REASON_LIMIT = 120
+_PARSER = authres.FeatureContext(authres.dkim_b, authres.dkim_adsp)
+
+
+def _dkim_result(r) -> AuthenticationResult:
+    props = [AuthenticationResultProperty("header", name, value)
+             for name, value in (("d", r.domain), ("s", r.selector), ("a", r.algorithm), ("b", r.b))
+             if value and re.fullmatch(r"[\x21-\x7e]+", value)]
+    reason = None if r.result == "pass" else r.reason[:_REASON_LIMIT]
+    return AuthenticationResult(r.type, result=r.result, reason=reason,
+                                result_comment="test mode key" if r.testing else None, properties=props)
+
+
+def authentication_results(authserv_id: str, report: VerificationReport) -> str:
+    """``Authentication-Results: ID; dkim=...`` with CRLF: one line per result, folded at spaces within 78."""
+    results: List = [_dkim_result(r) for r in report.results]
+    if not results:
+        results.append(AuthenticationResult("dkim", result="none",
+                                            reason=(report.unverified_reason or "")[:_REASON_LIMIT] or None))
+    if report.adsp:
+        results.append(DKIMADSPAuthenticationResult(
+            result=report.adsp, header_from=report.author_domain or None,
+            reason=None if report.adsp == "pass" else (report.adsp_reason or "")[:_REASON_LIMIT] or None))
+    header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
+    clauses = [str(result) for result in header.results]
+    lines = [f"{header.HEADER_FIELD_NAME}: {header.authserv_id};"]
+    lines += [fold(" " + clause + (";" if i < len(clauses) - 1 else "")) for i, clause in enumerate(clauses)]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def fold(line: str, width: int = MAX_LINE) -> str:
+    """Break a header line before spaces so that lines stay within ``width`` where a word allows.
+
+    Folding before an existing space keeps the unfolded text identical, quoted strings included.
+    """
+    lines, current = [], ""
+    for word in re.split(r"(?= )", line):
+        if current and len(current) + len(word) > width:
+            lines.append(current)
+            current = word
+        else:
+            current += word
+    lines.append(current)
+    return "\r\n".join(lines)
+
+
+def parse(header: str):
+    """authres's reading of one Authentication-Results header (for tests and tools)."""
+    return _PARSER.parse(re.sub(r"\r?\n(?=[ \t])", "", header).rstrip("\r\n"))
+
+
+_ID = re.compile(rb"\s*(?:\((?:[^()\\]|\\.)*\)\s*)*([^\s;()]+)")
+
+
+def _authserv_id(value: bytes) -> bytes:
+    found = _ID.match(re.sub(rb"\r?\n(?=[ \t])", b"", value))
+    return found.group(1).lower() if found else b""
+
+
+def remove_ours(message: bytes, authserv_id: str) -> bytes:
+    """The message without Authentication-Results headers whose authserv-id is ours; all else byte for byte."""
+    ours = authserv_id.strip().lower().encode("utf-8")
+    if message.startswith((b"\r\n", b"\n")):
+        return message
+    end = re.search(rb"\r?\n\r?\n", message)
+    head, rest = (message[:end.end()], message[end.end():]) if end else (message, b"")
+    fields: List[List[bytes]] = []
+    for line in head.splitlines(keepends=True):
+        if fields and line[:1] in (b" ", b"\t"):
+            fields[-1].append(line)
+        else:
+            fields.append([line])
+    kept = []
+    for lines in fields:
+        name, colon, value = b"".join(lines).partition(b":")
+        if colon and name.strip(b" \t").lower() == b"authentication-results" and _authserv_id(value) == ours:
+            continue
+        kept.append(b"".join(lines))
+    return b"".join(kept) + rest
+
+
+def add_header_on_top(message: bytes, header: str) -> bytes:
+    """``header`` (ending in CRLF) put above all others, in the message's own line-ending style."""
+    data = header.encode("utf-8")
+    if b"\r\n" not in message and b"\n" in message:
+        data = data.replace(b"\r\n", b"\n")
+    return data + message

@@ -1,0 +1,115 @@
+"""What to do with a verified message, as on MDaemon's DKIM Verification screen.
+
+``decide`` turns a VerificationReport and the SMTP session into an Outcome:
+accept (with a score), reject with 550, tempfail with 451, or skip.  Texts
+carry the RFC 3463 enhanced code and why (RFC 7372 codes for DKIM); the
+glue puts the basic code in front: ``SMTPError(outcome.code, outcome.text)``.
+
+Order: exemptions, then DNS trouble (a temperror with no pass is never
+answered with 550: the sender must retry), then ADSP, reject-on-fail and the
+score threshold.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Optional
+
+from salmon_dkim.verify import VerificationReport
+
+
+@dataclass(frozen=True)
+class Session:
+    """The SMTP session a message came in on, as the receiver saw it."""
+
+    peer_ip: Optional[str] = None
+    helo: Optional[str] = None
+    authenticated: bool = False
+    role: str = "mx"  # "mx" | "submission" | "lmtp"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: str  # "accept" | "reject" | "tempfail" | "skip"
+    code: Optional[int]  # 550, 451, or None when the message is accepted
+    text: str  # "5.7.20 DKIM signature of example.com failed: body hash mismatch"
+    score: float
+    close_connection: bool
+    reason: str
+
+
+def _in(ip: Optional[str], networks) -> bool:
+    if not ip or not networks:
+        return False
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    if getattr(address, "ipv4_mapped", None):
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def exempt(session: Session, settings) -> Optional[str]:
+    """Why verification is skipped for this session, or None."""
+    options = settings.verification
+    if not options.enabled:
+        return "DKIM verification is off"
+    if options.skip_authenticated and (session.authenticated or session.role == "submission"
+                                       or _in(session.peer_ip, options.authenticated_peers)):
+        return "authenticated session"
+    if options.skip_trusted_ips and _in(session.peer_ip, options.trusted_ips):
+        return f"trusted IP {session.peer_ip}"
+    if _in(session.peer_ip, options.white_list_ips):
+        return f"white-listed IP {session.peer_ip}"
+    return None
+
+
+def score(report: VerificationReport, settings) -> float:
+    """The message's DKIM score: per-signature pass/fail scores, once the approved-domain score."""
+    options = settings.verification
+    total = sum(options.pass_score for r in report.results if r.result == "pass")
+    total += sum(options.fail_score for r in report.results if r.result == "fail")
+    if any(r.result == "pass" and r.domain in options.approved_domains for r in report.results):
+        total += options.approved_score
+    if report.adsp in ("fail", "discard") and options.adsp_action == "score":
+        total += options.adsp_score
+    return total
+
+
+def _summary(report: VerificationReport) -> str:
+    return "; ".join(f"{r.domain or '?'} {r.result}: {r.reason}" for r in report.results) or "unsigned"
+
+
+def decide(report: Optional[VerificationReport], session: Session, settings) -> Outcome:
+    """The outcome for one message; ``report`` None means it was not verified."""
+    options = settings.verification
+    why_skip = exempt(session, settings)
+    if why_skip or report is None:
+        return Outcome("skip", None, "", 0.0, False, why_skip or "not verified")
+    total = score(report, settings)
+    summary = _summary(report)
+
+    def reject(text: str, reason: str) -> Outcome:
+        return Outcome("reject", 550, text, total, options.close_connection_on_reject, reason)
+
+    temporary = [r for r in report.results if r.result == "temperror"]
+    if report.adsp == "temperror" and not report.passed:
+        temporary.append(None)
+    if temporary and not report.passed:
+        first = temporary[0]
+        where = f"DKIM key lookup for {first.domain} failed temporarily" if first else "ADSP lookup failed temporarily"
+        if options.temperror_action == "accept":
+            return Outcome("accept", None, "", total, False, f"{where}; accepted by TempErrorAction")
+        return Outcome("tempfail", 451, f"4.4.3 {where}; try again later", total, False, summary)
+    if report.adsp in ("fail", "discard") and options.adsp_action == "reject":
+        return reject(f"5.7.22 No valid DKIM signature of the author domain {report.author_domain}, "
+                      f"which signs all its mail (ADSP dkim={'discardable' if report.adsp == 'discard' else 'all'})",
+                      report.adsp_reason or f"ADSP {report.adsp}")
+    failed = [r for r in report.results if r.result == "fail"]
+    if options.reject_on_fail and failed and not report.passed:
+        return reject(f"5.7.20 DKIM signature of {failed[0].domain} failed: {failed[0].reason}", summary)
+    if options.reject_score > 0 and total >= options.reject_score:
+        return reject(f"5.7.1 DKIM score {total:g} reaches the reject threshold {options.reject_score:g}",
+                      summary)
+    return Outcome("accept", None, "", total, False, summary)
