@@ -80,6 +80,37 @@ def _write_private(path: Path, pem: bytes) -> None:
         f.write(pem)
 
 
+def _key_size(algorithm: str, bits) -> int:
+    """The RSA size asked for (2048 by default), or 256 for Ed25519; BadParameter (exit 2) otherwise."""
+    if algorithm == "ed25519":
+        if bits is not None:
+            raise click.BadParameter("--bits applies to RSA keys only; Ed25519 keys have a fixed size",
+                                     param_hint="--bits")
+        return 256
+    bits = 2048 if bits is None else bits
+    if bits not in RSA_SIZES:
+        why = f"under {MIN_RSA_BITS} bits verifiers refuse the key (RFC 8301)" if bits < MIN_RSA_BITS \
+            else "choose one of " + ", ".join(map(str, RSA_SIZES))
+        raise click.BadParameter(f"{bits} is not an accepted RSA key size: {why}; 2048 is a good choice",
+                                 param_hint="--bits")
+    return bits
+
+
+def _new_private_key(algorithm: str, bits: int, path: Path) -> PrivateKey:
+    """A fresh key written to path (mode 0600, never over an existing file)."""
+    key = ed25519.Ed25519PrivateKey.generate() if algorithm == "ed25519" else rsa.generate_private_key(65537, bits)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_private(path, pem)
+    except FileExistsError:
+        _stop(2, f"error: {path} already exists and is never overwritten; pick another selector")
+    except OSError as exc:
+        _stop(2, f"error: cannot write {path}: {exc.strerror}")
+    return PrivateKey(algorithm, key, bits, path)
+
+
 @main.command("keygen")
 @click.argument("domain", callback=_domain)
 @click.option("--selector", callback=_selector, help="Selector name (default: s + today's date, UTC).")
@@ -89,32 +120,14 @@ def _write_private(path: Path, pem: bytes) -> None:
 @click.option("--testing", is_flag=True, help="Publish with t=y: verifiers treat the domain as testing DKIM.")
 def keygen(domain: str, selector, algorithm: str, bits, keys_dir: str, testing: bool) -> None:
     """Make a new key pair for DOMAIN and the TXT record to publish for it."""
-    if algorithm == "ed25519" and bits is not None:
-        raise click.BadParameter("--bits applies to RSA keys only; Ed25519 keys have a fixed size",
-                                 param_hint="--bits")
-    bits = 2048 if bits is None else bits
-    if algorithm == "rsa" and bits not in RSA_SIZES:
-        why = f"under {MIN_RSA_BITS} bits verifiers refuse the key (RFC 8301)" if bits < MIN_RSA_BITS \
-            else "choose one of " + ", ".join(map(str, RSA_SIZES))
-        raise click.BadParameter(f"{bits} is not an accepted RSA key size: {why}; 2048 is a good choice",
-                                 param_hint="--bits")
+    bits = _key_size(algorithm, bits)
     folder = Path(keys_dir) / domain
     selector = selector or _dated_selector(folder)
     key_path, dns_path = folder / f"{selector}.key", folder / f"{selector}.dns"
     if key_path.exists():
         _stop(2, f"error: {key_path} already exists and is never overwritten; pick another selector "
                  f"(rotate: new selector, publish it, switch signing to it, then retire the old one)")
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = ed25519.Ed25519PrivateKey.generate() if algorithm == "ed25519" else rsa.generate_private_key(65537, bits)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    try:
-        _write_private(key_path, pem)
-    except FileExistsError:
-        _stop(2, f"error: {key_path} already exists and is never overwritten; pick another selector")
-    except OSError as exc:
-        _stop(2, f"error: cannot write {key_path}: {exc.strerror}")
-    private = PrivateKey(algorithm, key, 256 if algorithm == "ed25519" else bits, key_path)
+    private = _new_private_key(algorithm, bits, key_path)
     txt = private.dns_txt(testing)
     line = zone_line(selector, domain, txt)
     dns_path.write_text(f"; DKIM key {selector} for {domain}: publish this TXT record\n{line}\n", encoding="ascii")
@@ -123,6 +136,8 @@ def keygen(domain: str, selector, algorithm: str, bits, keys_dir: str, testing: 
     click.echo(f"DNS record:  {dns_path}")
     click.echo(f"\nPublish a TXT record at {key_name(selector, domain)} with this value:\n\n{txt}\n")
     click.echo(f"As a zone-file line:\n\n{line}\n")
+    if algorithm == "ed25519":
+        click.echo("Not every receiver checks Ed25519 signatures yet: sign with an RSA selector as well.\n")
     click.echo(f"Once published, check it: salmon-dkim check-dns {domain} {selector} --keys-dir {keys_dir}")
 
 
