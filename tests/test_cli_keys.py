@@ -233,9 +233,10 @@ def test_check_dns_more_than_one_dkim_record(keys_dir, tmp_path):
     assert result.stdout.startswith(f"multiple records: 2 DKIM key records at {NAME}")
 
 
-def test_check_dns_ignores_other_txt_records_at_the_name(keys_dir, tmp_path):
+def test_check_dns_passes_beside_other_txt_records_at_the_name_but_warns(keys_dir, tmp_path):
     result = check(keys_dir, zone(tmp_path, "google-site-verification=abc", published_txt("s1")))
     assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"warning: {NAME} also has 1 TXT record(s) that are not DKIM keys")
 
 
 def test_check_dns_hash_list_without_sha256_is_unusable(keys_dir, tmp_path):

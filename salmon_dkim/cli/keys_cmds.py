@@ -184,6 +184,8 @@ def _published(resolver: TXTResolver, name: str) -> bytes:
     if len(keys) > 1:
         _stop(1, f"multiple records: {len(keys)} DKIM key records at {name}; verifiers may use any: "
                  f"publish exactly one")
+    click.echo(f"warning: {name} also has {len(records) - 1} TXT record(s) that are not DKIM keys; "
+               f"some verifiers refuse a key name with more than one TXT record", err=True)
     return keys[0]
 
 
