@@ -1,0 +1,383 @@
+"""ARC (RFC 8617): seal mail a list redistributes, and verify the chain on mail that arrives.
+
+An ARC set is three header fields with the same instance ``i=``: the
+ARC-Authentication-Results (what this hop saw on arrival), the
+ARC-Message-Signature (a DKIM-like signature over the message as sent) and
+the ARC-Seal (a signature over every ARC set so far).  Built on
+``salmon_dkim.canon`` and ``cryptography``; keys come from the zone or DNS
+through a ``TXTResolver``, at most ``[DNS] MaxLookupsPerMessage`` per message.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+from salmon_dkim.canon import (Header, MessageFormatError, canon_body, canon_header, compact,
+                               parse_tags, select_headers, split_message, strip_b_value, to_crlf)
+from salmon_dkim.config import Settings
+from salmon_dkim.dns import BudgetedResolver, DNSError, LookupLimitExceeded, NoRecord, TXTResolver
+
+AAR, AMS, SEAL = b"arc-authentication-results", b"arc-message-signature", b"arc-seal"
+ARC_FIELDS = (AAR, AMS, SEAL)
+RFC_MAX_INSTANCES = 50  # RFC 8617 section 4.2.1
+ALGORITHMS = {"rsa": "rsa-sha256", "ed25519": "ed25519-sha256"}
+
+# What a list's ARC-Message-Signature covers, when present (never ARC-Seal, never A-R).
+AMS_HEADERS = ("from", "to", "cc", "subject", "date", "message-id", "reply-to", "in-reply-to",
+               "references", "mime-version", "content-type", "content-transfer-encoding",
+               "list-id", "list-post", "list-unsubscribe", "list-subscribe", "list-help",
+               "list-archive", "list-owner", "dkim-signature")
+
+_INSTANCE = re.compile(rb"(?:^|;)[ \t\r\n]*i[ \t\r\n]*=[ \t\r\n]*([0-9]+)")
+
+
+class ARCError(Exception):
+    """A message that cannot be sealed (too many ARC sets, an unchecked chain)."""
+
+
+@dataclass(frozen=True)
+class ARCSet:
+    instance: int
+    aar: Header
+    ams: Header
+    seal: Header
+
+
+class _ChainError(Exception):
+    """The chain is broken; str() is the reason reported with arc=fail."""
+
+
+def _name(header: Header) -> bytes:
+    return header[0].strip(b" \t").lower()
+
+
+def arc_sets(headers: Sequence[Header]) -> List[ARCSet]:
+    """The ARC sets, oldest first; _ChainError when a set is incomplete, doubled or out of sequence."""
+    by_instance: Dict[int, Dict[bytes, Header]] = {}
+    for header in headers:
+        name = _name(header)
+        if name not in ARC_FIELDS:
+            continue
+        match = _INSTANCE.search(header[1])
+        if not match:
+            raise _ChainError(f"{header[0].decode('ascii', 'replace')} has no i= tag")
+        instance = int(match.group(1))
+        fields = by_instance.setdefault(instance, {})
+        if name in fields:
+            raise _ChainError(f"two {header[0].decode('ascii', 'replace')} fields with i={instance}")
+        fields[name] = header
+    sets = []
+    for expected, instance in enumerate(sorted(by_instance), start=1):
+        if instance != expected:
+            raise _ChainError(f"ARC instances are not 1..N in sequence: i={expected} is missing")
+        fields = by_instance[instance]
+        missing = [n.decode() for n in ARC_FIELDS if n not in fields]
+        if missing:
+            raise _ChainError(f"ARC set i={instance} has no {', '.join(missing)}")
+        sets.append(ARCSet(instance, fields[AAR], fields[AMS], fields[SEAL]))
+    return sets
+
+
+def arc_instance_count(message: bytes) -> int:
+    """The highest ARC instance number on a message (0 when it has none)."""
+    headers, _ = split_message(to_crlf(message))
+    found = [int(m.group(1)) for h in headers if _name(h) in ARC_FIELDS
+             for m in [_INSTANCE.search(h[1])] if m]
+    return max(found, default=0)
+
+
+def arrival_arc_result(message: bytes, authserv_id: str) -> Optional[str]:
+    """The arc= result our own Authentication-Results header recorded on arrival, if any."""
+    for text in _our_results(split_message(to_crlf(message))[0], authserv_id):
+        match = re.search(r"(?:^|;)\s*arc\s*=\s*([a-z]+)", text, re.IGNORECASE)
+        if match:
+            return match.group(1).lower()
+    return None
+
+
+def _our_results(headers: Sequence[Header], authserv_id: str) -> List[str]:
+    """The result part of each Authentication-Results field that carries our authserv-id."""
+    found = []
+    for name, value in headers:
+        if name.strip(b" \t").lower() != b"authentication-results":
+            continue
+        text = re.sub(r"\r\n[ \t]+", " ", value.decode("utf-8", "replace")).strip()
+        server, _, results = text.partition(";")
+        if server.split()[:1] == [authserv_id] and results.strip():
+            found.append(results.strip())
+    return found
+
+
+# --- signing and checking one signature --------------------------------------------------------
+
+def _sign(key, data: bytes) -> bytes:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.sign(hashlib.sha256(data).digest())  # RFC 8463: Ed25519 over the SHA-256 hash
+    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def _check(public, algorithm: str, signature: bytes, data: bytes) -> bool:
+    try:
+        if algorithm == "ed25519-sha256" and isinstance(public, ed25519.Ed25519PublicKey):
+            public.verify(signature, hashlib.sha256(data).digest())
+        elif algorithm == "rsa-sha256" and isinstance(public, rsa.RSAPublicKey):
+            public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _fold(name: str, tags: Sequence[Tuple[str, str]]) -> bytes:
+    """A header field with its tags folded under 78 columns and b= on lines of its own."""
+    lines, line = [], name + ":"
+    for tag, value in tags:
+        part = f" {tag}={value};" if tag != "b" else " b="
+        if len(line) + len(part) > 76:
+            lines.append(line)
+            line = ""
+        line += part
+    lines.append(line)
+    b64 = dict(tags).get("b", "")
+    lines += [" " + b64[i:i + 70] for i in range(0, len(b64), 70)]
+    text = "\r\n".join(lines)
+    return (text[:-1] if text.endswith(";") else text).encode("ascii") + b"\r\n"
+
+
+def _signed_field(name: str, tags: List[Tuple[str, str]], key, data: bytes) -> bytes:
+    """The field with b= over data + the field itself (b= empty, relaxed, no final CRLF)."""
+    data += _own_field(*_split(_fold(name, tags + [("b", "")])), "relaxed")
+    signature = base64.b64encode(_sign(key, data)).decode("ascii")
+    return _fold(name, tags + [("b", signature)])
+
+
+def _own_field(name: bytes, value: bytes, method: str) -> bytes:
+    """A signature's own field as it signs itself: b= empty, canonicalized, no final CRLF."""
+    field = canon_header(name, strip_b_value(value), method)
+    return field[:-2] if field.endswith(b"\r\n") else field
+
+
+def _chain_input(sets: Sequence[ARCSet]) -> bytes:
+    """What precedes the newest ARC-Seal in its signed data: older sets whole (AAR, AMS, AS), then its AAR and AMS."""
+    fields = [f for s in sets[:-1] for f in (s.aar, s.ams, s.seal)] + [sets[-1].aar, sets[-1].ams]
+    return b"".join(canon_header(name, value, "relaxed") for name, value in fields)
+
+
+# --- sealing -------------------------------------------------------------------------------------
+
+class ARCSealer:
+    """Adds the next ARC set to messages, as ``domain`` with one key (RSA is what receivers expect)."""
+
+    def __init__(self, domain: str, selector: str, key, authserv_id: str, *,
+                 headers: Sequence[str] = AMS_HEADERS, clock=time.time) -> None:
+        self.domain, self.selector, self.key = domain, selector, key
+        self.authserv_id = authserv_id
+        self.headers = tuple(h.lower() for h in headers)
+        self.algorithm = ALGORITHMS[key.algorithm]
+        self.clock = clock
+
+    def seal(self, message: bytes, cv: Optional[str] = None, *, results: Optional[str] = None,
+             max_instances: int = RFC_MAX_INSTANCES) -> bytes:
+        """The message with a new ARC set on top.
+
+        ``cv`` is the chain as it arrived: "none", "pass" or "fail" (None: "none" when there is
+        no chain).  ``results`` is the ARC-Authentication-Results text; by default the results of
+        our own Authentication-Results fields.  ARCError when the message already has
+        ``max_instances`` sets or ``cv`` is missing for a message that has a chain.
+        """
+        message = to_crlf(message)
+        headers, body = split_message(message)
+        try:
+            previous = arc_sets(headers)
+        except _ChainError:
+            previous, cv = [], "fail"
+        instance = arc_instance_count(message) + 1
+        if instance > min(max_instances, RFC_MAX_INSTANCES):
+            raise ARCError(f"the message already carries {instance - 1} ARC sets; "
+                           f"MaxARCInstances is {max_instances}")
+        if instance == 1:
+            cv = "none"
+        elif cv is None:
+            raise ARCError("the message has an ARC chain that was not checked; give cv or a resolver")
+        elif cv != "pass":
+            cv = "fail"  # "none" past i=1 means the chain was not there on arrival: it is broken
+        now = str(int(self.clock()))
+        aar = self._aar(instance, headers, cv, results)
+        ams = self._ams(instance, headers, body, now)
+        new = ARCSet(instance, _split(aar), _split(ams), (b"ARC-Seal", b""))
+        chain = ([] if cv == "fail" else previous) + [new]  # a failed chain: seal only our own set
+        seal_tags = [("i", str(instance)), ("a", self.algorithm), ("t", now), ("cv", cv),
+                     ("d", self.domain), ("s", self.selector)]
+        seal = _signed_field("ARC-Seal", seal_tags, self.key.key, _chain_input(chain))
+        return seal + ams + aar + message
+
+    def _aar(self, instance: int, headers, cv: str, results: Optional[str]) -> bytes:
+        if results is None:
+            results = "; ".join(_our_results(headers, self.authserv_id)) or "none"
+        if instance > 1 and not re.search(r"(?:^|;)\s*arc\s*=", results):
+            results += f"; arc={cv}"
+        text = f"ARC-Authentication-Results: i={instance}; {self.authserv_id};\r\n " + \
+            results.replace("; ", ";\r\n ")
+        return text.encode("utf-8") + b"\r\n"
+
+    def _ams(self, instance: int, headers, body: bytes, now: str) -> bytes:
+        present = {_name(h).decode("ascii", "replace") for h in headers}
+        names = [h for h in self.headers if h in present]
+        if "from" not in names:
+            raise ARCError("the message has no From field to sign")
+        body_hash = base64.b64encode(hashlib.sha256(canon_body(body, "relaxed")).digest()).decode()
+        data = b"".join(canon_header(n, v, "relaxed")
+                        for n, v in select_headers(headers, [n.encode() for n in names]))
+        tags = [("i", str(instance)), ("a", self.algorithm), ("c", "relaxed/relaxed"),
+                ("d", self.domain), ("s", self.selector), ("t", now), ("h", ":".join(names)),
+                ("bh", body_hash)]
+        return _signed_field("ARC-Message-Signature", tags, self.key.key, data)
+
+
+def _split(field: bytes) -> Header:
+    name, value = field.split(b":", 1)
+    return name, value
+
+
+def sealer_from_settings(settings: Settings, domain: str, keys) -> Optional[ARCSealer]:
+    """A sealer for ``domain`` with its first RSA key from the signing table (or its only key)."""
+    entry = settings.signing.domains.get(domain.lower().rstrip("."))
+    if entry is None and settings.signing.default and settings.signing.default.domain == domain:
+        entry = settings.signing.default
+    if entry is None:
+        return None
+    loaded = [(sel, keys.get(path)) for sel, path in zip(entry.selectors, entry.key_files)]
+    selector, key = next(((s, k) for s, k in loaded if k.algorithm == "rsa"), loaded[0])
+    return ARCSealer(entry.domain, selector, key, settings.verification.authserv_id)
+
+
+# --- verifying -----------------------------------------------------------------------------------
+
+class _KeyFetcher:
+    """Public keys by selector and domain, each looked up once per message."""
+
+    def __init__(self, resolver: TXTResolver, min_bits: int) -> None:
+        self.resolver, self.min_bits = resolver, min_bits
+        self.found: Dict[str, object] = {}
+
+    def get(self, selector: str, domain: str):
+        from salmon_dkim.keys import KeyRecordError, key_name, parse_key_record  # noqa: PLC0415
+        name = key_name(selector, domain)
+        if name not in self.found:
+            try:
+                records = self.resolver.txt(name)
+                record = parse_key_record(records[0])
+                public = record.public_key()
+            except NoRecord:
+                raise _ChainError(f"no key at {name}") from None
+            except LookupLimitExceeded:
+                raise _ChainError(f"{name} not looked up: the per-message DNS lookup limit was reached") from None
+            except DNSError as exc:
+                raise _ChainError(f"temporary DNS failure looking up {name}: {exc}") from None
+            except KeyRecordError as exc:
+                raise _ChainError(f"the key record at {name} is unusable: {exc}") from None
+            if record.bits() < self.min_bits and record.key_type == "rsa":
+                raise _ChainError(f"the key at {name} has {record.bits()} bits, under {self.min_bits}")
+            self.found[name] = public
+        return self.found[name]
+
+
+def _tags(header: Header, required: Sequence[bytes]) -> Dict[bytes, bytes]:
+    label = f"{header[0].decode('ascii', 'replace')} i={_INSTANCE.search(header[1]).group(1).decode()}"
+    try:
+        tags = parse_tags(header[1])
+    except ValueError as exc:
+        raise _ChainError(f"{label} is malformed: {exc}") from None
+    missing = [t.decode() for t in required if t not in tags]
+    if missing:
+        raise _ChainError(f"{label} has no {', '.join(missing)}= tag")
+    return tags
+
+
+def _text(value: bytes) -> str:
+    return value.decode("ascii", "replace")
+
+
+def _verify_ams(arc_set: ARCSet, headers: Sequence[Header], body: bytes, keys: _KeyFetcher) -> None:
+    tags = _tags(arc_set.ams, [b"i", b"a", b"b", b"bh", b"d", b"h", b"s"])
+    label = f"ARC-Message-Signature i={arc_set.instance}"
+    header_canon, _, body_canon = _text(tags.get(b"c", b"relaxed/relaxed")).partition("/")
+    body_canon = body_canon or "simple"
+    if header_canon not in ("relaxed", "simple") or body_canon not in ("relaxed", "simple"):
+        raise _ChainError(f"{label} has an unknown c= value")
+    names = [n.strip() for n in compact(tags[b"h"]).split(b":")]
+    if b"arc-seal" in (n.lower() for n in names):
+        raise _ChainError(f"{label} signs ARC-Seal, which RFC 8617 forbids")
+    body_hash = base64.b64encode(hashlib.sha256(canon_body(body, body_canon)).digest())
+    if body_hash != compact(tags[b"bh"]):
+        raise _ChainError(f"{label}: the body hash does not match (the body was changed)")
+    data = b"".join(canon_header(n, v, header_canon) for n, v in select_headers(headers, names))
+    data += _own_field(*arc_set.ams, header_canon)
+    public = keys.get(_text(tags[b"s"]), _text(tags[b"d"]))
+    if not _check(public, _text(tags[b"a"]), _b64(tags[b"b"], label), data):
+        raise _ChainError(f"{label} does not verify (d={_text(tags[b'd'])}, s={_text(tags[b's'])})")
+
+
+def _verify_seal(sets: Sequence[ARCSet], keys: _KeyFetcher) -> None:
+    arc_set = sets[-1]
+    tags = _tags(arc_set.seal, [b"i", b"a", b"b", b"cv", b"d", b"s"])
+    label = f"ARC-Seal i={arc_set.instance}"
+    if b"h" in tags:
+        raise _ChainError(f"{label} has an h= tag, which RFC 8617 forbids")
+    public = keys.get(_text(tags[b"s"]), _text(tags[b"d"]))
+    data = _chain_input(sets) + _own_field(*arc_set.seal, "relaxed")
+    if not _check(public, _text(tags[b"a"]), _b64(tags[b"b"], label), data):
+        raise _ChainError(f"{label} does not verify (d={_text(tags[b'd'])}, s={_text(tags[b's'])})")
+
+
+def _b64(value: bytes, label: str) -> bytes:
+    try:
+        return base64.b64decode(compact(value), validate=True)
+    except ValueError:
+        raise _ChainError(f"{label}: b= is not base64") from None
+
+
+def _verify_chain(message: bytes, resolver: TXTResolver, settings: Settings) -> Tuple[str, str]:
+    headers, body = split_message(to_crlf(message))
+    count = arc_instance_count(message)
+    if count == 0:
+        return "none", "no ARC sets"
+    cap = min(settings.lists.max_arc_instances, RFC_MAX_INSTANCES)
+    if count > cap:
+        return "fail", f"{count} ARC sets, more than MaxARCInstances ({cap})"
+    sets = arc_sets(headers)
+    for arc_set in sets:
+        cv = _text(_tags(arc_set.seal, [b"cv"])[b"cv"]).lower()
+        wanted = "none" if arc_set.instance == 1 else "pass"
+        if cv != wanted:
+            raise _ChainError(f"ARC-Seal i={arc_set.instance} has cv={cv}, not cv={wanted}")
+    keys = _KeyFetcher(BudgetedResolver(resolver, settings.dns.max_lookups_per_message),
+                       settings.verification.min_key_bits)
+    _verify_ams(sets[-1], headers, body, keys)
+    for last in range(len(sets), 0, -1):
+        _verify_seal(sets[:last], keys)
+    return "pass", f"{len(sets)} ARC set{'s' if len(sets) > 1 else ''} verified, " \
+                   f"last sealed by {_text(_tags(sets[-1].seal, [b'd'])[b'd'])}"
+
+
+def arc_result(message: bytes, resolver: TXTResolver, settings: Settings) -> Tuple[str, str]:
+    """The ARC chain on a received message: ("pass" | "fail" | "none", reason) for arc= in A-R.
+
+    Lookups go through ``resolver`` capped at ``[DNS] MaxLookupsPerMessage``; a chain longer
+    than ``[DomainKeys] MaxARCInstances`` fails without lookups.  Never raises on message content.
+    """
+    try:
+        return _verify_chain(message, resolver, settings)
+    except _ChainError as exc:
+        return "fail", str(exc)
+    except MessageFormatError as exc:
+        return "fail", f"the message cannot be parsed: {exc}"

@@ -1,0 +1,216 @@
+"""ARC (RFC 8617): sealing and chain verification, checked against Mail::DKIM and dkimpy."""
+import subprocess
+from dataclasses import replace
+
+import dkim
+import pytest
+
+from conftest import KEYS, message, private_copy
+from salmon_dkim.arc import ARCError, ARCSealer, arc_instance_count, arc_result, arrival_arc_result
+from salmon_dkim.canon import to_crlf
+from salmon_dkim.config import DNSSettings, ListSettings, Settings
+from salmon_dkim.dns import NoRecord, ZoneResolver
+from salmon_dkim.keys import load_private_key
+
+ARRIVAL = b"Authentication-Results: mx.example.net; dkim=pass header.d=example.org header.b=abcd\r\n"
+SETTINGS = Settings()
+
+# Mail::DKIM::ARC::Verifier with DNS answered from a name<TAB>record file.
+PERL_ARC_VERIFY = r"""
+use strict; use warnings; use Mail::DKIM::ARC::Verifier; use Mail::DKIM::DNS; use Net::DNS;
+my %txt; open(my $k, '<', $ARGV[0]) or die "$ARGV[0]: $!";
+while (<$k>) { chomp; my ($n, $t) = split /\t/, $_, 2; $txt{lc $n} = $t; }
+no warnings 'redefine';
+*Mail::DKIM::DNS::query = sub {
+    my ($name, $type) = @_; my $t = $txt{lc $name};
+    if (!defined $t) { $@ = 'NXDOMAIN'; return; }
+    $@ = 'NOERROR'; return (Net::DNS::RR->new(name => $name, type => 'TXT', txtdata => [$t =~ /(.{1,255})/gs]));
+};
+my $v = Mail::DKIM::ARC::Verifier->new(Strict => 1);
+binmode STDIN; local $/; $v->PRINT(scalar <STDIN>); $v->CLOSE;
+print $v->result, "\n";
+"""
+
+
+def zone_tsv(zone_file, dest):
+    resolver = ZoneResolver(zone_file)
+    dest.write_text("".join(f"{name.rstrip('.')}\t{records[0].decode()}\n"
+                            for name, records in resolver._records.items()))
+    return dest
+
+
+def mail_dkim_arc_verify(data: bytes, zone_file, tmp_path) -> str:
+    table = zone_tsv(zone_file, tmp_path / "zone.tsv")
+    done = subprocess.run(["perl", "-e", PERL_ARC_VERIFY, str(table)], input=data,
+                          capture_output=True, timeout=30, check=True)
+    return done.stdout.decode().strip()
+
+
+def dkimpy_arc_verify(data: bytes, zone_file) -> bytes:
+    resolver = ZoneResolver(zone_file)
+
+    def dnsfunc(name, timeout=5):
+        try:
+            return resolver.txt(name.decode())[0]
+        except NoRecord:
+            return None
+    return dkim.arc_verify(data, dnsfunc=dnsfunc)[0]
+
+
+class CountingResolver:
+    def __init__(self, resolver):
+        self.resolver, self.names = resolver, []
+
+    def txt(self, name):
+        self.names.append(name)
+        return self.resolver.txt(name)
+
+
+@pytest.fixture
+def sealer(keys_dir):
+    return ARCSealer("example.com", "s1", load_private_key(keys_dir / "example.com/s1.key"),
+                     "mx.example.net", clock=lambda: 1795450000)
+
+
+@pytest.fixture
+def resolver(zone_file):
+    return ZoneResolver(zone_file)
+
+
+@pytest.fixture
+def sealed(sealer):
+    return sealer.seal(ARRIVAL + to_crlf(message("plain.eml")))
+
+
+def second_hop(data: bytes, keys_dir) -> bytes:
+    key = load_private_key(keys_dir / "example.org/s2048.key")
+    hop = ARCSealer("example.org", "s2048", key, "lists.example.org")
+    return hop.seal(b"Authentication-Results: lists.example.org; arc=pass\r\n" + data, "pass")
+
+
+def test_sealed_message_passes_our_check(sealed, resolver):
+    assert arc_result(sealed, resolver, SETTINGS) == ("pass", "1 ARC set verified, last sealed by example.com")
+
+
+def test_sealed_message_passes_mail_dkim(sealed, zone_file, tmp_path):
+    assert mail_dkim_arc_verify(sealed, zone_file, tmp_path) == "pass"
+
+
+def test_sealed_message_passes_dkimpy(sealed, zone_file):
+    assert dkimpy_arc_verify(sealed, zone_file) == b"pass"
+
+
+def test_first_set_has_cv_none_and_our_arrival_results(sealed):
+    assert b"ARC-Seal: i=1; a=rsa-sha256; t=1795450000; cv=none; d=example.com; s=s1;" in sealed
+    assert b"ARC-Authentication-Results: i=1; mx.example.net;\r\n dkim=pass header.d=example.org" in sealed
+
+
+def test_second_hop_extends_the_chain(sealed, keys_dir, resolver, zone_file, tmp_path):
+    chained = second_hop(sealed, keys_dir)
+    assert arc_instance_count(chained) == 2
+    assert b"cv=pass" in chained
+    assert arc_result(chained, resolver, SETTINGS)[0] == "pass"
+    assert mail_dkim_arc_verify(chained, zone_file, tmp_path) == "pass"
+
+
+def test_message_without_arc_is_none(resolver):
+    assert arc_result(to_crlf(message("plain.eml")), resolver, SETTINGS) == ("none", "no ARC sets")
+
+
+def test_changed_body_fails(sealed, resolver, zone_file, tmp_path):
+    tampered = sealed.replace(b"noon", b"one")
+    result, reason = arc_result(tampered, resolver, SETTINGS)
+    assert (result, "body hash does not match" in reason) == ("fail", True)
+    assert mail_dkim_arc_verify(tampered, zone_file, tmp_path) == "fail"
+
+
+def test_changed_signed_header_fails(sealed, resolver):
+    result, reason = arc_result(sealed.replace(b"Lunch on Friday", b"Lunch on Monday"), resolver, SETTINGS)
+    assert result == "fail" and "ARC-Message-Signature i=1 does not verify" in reason
+
+
+def test_changed_arc_authentication_results_breaks_the_seal(sealed, resolver):
+    result, reason = arc_result(sealed.replace(b"header.b=abcd\r\nAuth", b"header.b=abce\r\nAuth"),
+                                resolver, SETTINGS)
+    assert (result, reason.startswith("ARC-Seal i=1 does not verify")) == ("fail", True)
+
+
+def test_chain_with_a_missing_seal_fails(sealed, keys_dir, resolver):
+    chained = second_hop(sealed, keys_dir)
+    start = chained.index(b"ARC-Seal: i=1")
+    end = chained.index(b"ARC-Message-Signature: i=1")
+    assert arc_result(chained[:start] + chained[end:], resolver, SETTINGS) == \
+        ("fail", "ARC set i=1 has no arc-seal")
+
+
+def test_chain_with_a_gap_fails(sealed, keys_dir, resolver):
+    chained = second_hop(sealed, keys_dir).replace(b"i=2;", b"i=3;")
+    assert arc_result(chained, resolver, SETTINGS)[1] == "ARC instances are not 1..N in sequence: i=2 is missing"
+
+
+def test_seal_reporting_failure_ends_the_chain(sealer, sealed, keys_dir, resolver, zone_file, tmp_path):
+    key = load_private_key(keys_dir / "example.org/s2048.key")
+    failed = ARCSealer("example.org", "s2048", key, "lists.example.org").seal(sealed, "fail")
+    assert b"cv=fail" in failed
+    assert arc_result(failed, resolver, SETTINGS) == ("fail", "ARC-Seal i=2 has cv=fail, not cv=pass")
+    assert mail_dkim_arc_verify(failed, zone_file, tmp_path) == "fail"
+
+
+def test_missing_key_fails_with_its_name(sealer, resolver):
+    other = ARCSealer("example.net", "nokey", sealer.key, "mx.example.net")
+    result = arc_result(other.seal(to_crlf(message("plain.eml"))), resolver, SETTINGS)
+    assert result == ("fail", "no key at nokey._domainkey.example.net")
+
+
+def test_chain_longer_than_max_arc_instances_fails_without_lookups(sealed, keys_dir, resolver):
+    chained = second_hop(sealed, keys_dir)
+    counting = CountingResolver(resolver)
+    settings = replace(SETTINGS, lists=ListSettings(max_arc_instances=1))
+    assert arc_result(chained, counting, settings) == ("fail", "2 ARC sets, more than MaxARCInstances (1)")
+    assert counting.names == []
+
+
+def test_lookups_per_message_are_capped(sealed, keys_dir, resolver):
+    chained = second_hop(sealed, keys_dir)  # needs two keys: example.org, then example.com
+    settings = replace(SETTINGS, dns=DNSSettings(max_lookups_per_message=1))
+    result, reason = arc_result(chained, resolver, settings)
+    assert result == "fail" and "lookup limit" in reason
+
+
+def test_each_key_is_looked_up_once(sealed, keys_dir, resolver):
+    counting = CountingResolver(resolver)
+    assert arc_result(second_hop(sealed, keys_dir), counting, SETTINGS)[0] == "pass"
+    assert sorted(counting.names) == ["s1._domainkey.example.com", "s2048._domainkey.example.org"]
+
+
+def test_sealing_stops_at_max_arc_instances(sealer, sealed):
+    with pytest.raises(ARCError, match="already carries 1 ARC sets; MaxARCInstances is 1"):
+        sealer.seal(sealed, "pass", max_instances=1)
+
+
+def test_sealing_an_unchecked_chain_is_refused(sealer, sealed):
+    with pytest.raises(ARCError, match="not checked"):
+        sealer.seal(sealed)
+
+
+def test_arrival_arc_result_reads_our_authentication_results():
+    data = b"Authentication-Results: mx.example.net;\r\n dkim=pass header.d=a.example; arc=pass\r\n" \
+           b"Authentication-Results: evil.example; arc=fail\r\nFrom: a@a.example\r\n\r\nhi\r\n"
+    assert arrival_arc_result(data, "mx.example.net") == "pass"
+    assert arrival_arc_result(data, "other.example") is None
+
+
+def test_we_verify_a_chain_sealed_by_mail_dkim(keys_dir, resolver):
+    script = r"""
+use strict; use warnings; use Mail::DKIM::ARC::Signer; use Mail::DKIM::PrivateKey;
+my $s = Mail::DKIM::ARC::Signer->new(Algorithm => 'rsa-sha256', Domain => 'example.com',
+    SrvId => 'mx.example.net', Selector => 's1', KeyFile => $ARGV[0], Chain => 'none',
+    Headers => 'from:to:subject:date:message-id', Timestamp => 1795450000);
+binmode STDIN; local $/; $s->PRINT(scalar <STDIN>); $s->CLOSE;
+print $s->as_string;
+"""
+    data = ARRIVAL + to_crlf(message("plain.eml"))
+    done = subprocess.run(["perl", "-e", script, str(keys_dir / "example.com/s1.key")], input=data,
+                          capture_output=True, timeout=30, check=True)
+    assert done.stdout.startswith(b"ARC-Seal:"), done.stdout + done.stderr
+    assert arc_result(to_crlf(done.stdout) + data, resolver, SETTINGS)[0] == "pass"
