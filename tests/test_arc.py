@@ -5,7 +5,8 @@ from dataclasses import replace
 import dkim
 import pytest
 
-from conftest import KEYS, message, private_copy
+from conftest import message
+from peers import mail_dkim_arc_verify
 from salmon_dkim.arc import ARCError, ARCSealer, arc_instance_count, arc_result, arrival_arc_result
 from salmon_dkim.canon import to_crlf
 from salmon_dkim.config import DNSSettings, ListSettings, Settings
@@ -14,37 +15,6 @@ from salmon_dkim.keys import load_private_key
 
 ARRIVAL = b"Authentication-Results: mx.example.net; dkim=pass header.d=example.org header.b=abcd\r\n"
 SETTINGS = Settings()
-
-# Mail::DKIM::ARC::Verifier with DNS answered from a name<TAB>record file.
-PERL_ARC_VERIFY = r"""
-use strict; use warnings; use Mail::DKIM::ARC::Verifier; use Mail::DKIM::DNS; use Net::DNS;
-my %txt; open(my $k, '<', $ARGV[0]) or die "$ARGV[0]: $!";
-while (<$k>) { chomp; my ($n, $t) = split /\t/, $_, 2; $txt{lc $n} = $t; }
-no warnings 'redefine';
-*Mail::DKIM::DNS::query = sub {
-    my ($name, $type) = @_; my $t = $txt{lc $name};
-    if (!defined $t) { $@ = 'NXDOMAIN'; return; }
-    $@ = 'NOERROR'; return (Net::DNS::RR->new(name => $name, type => 'TXT', txtdata => [$t =~ /(.{1,255})/gs]));
-};
-my $v = Mail::DKIM::ARC::Verifier->new(Strict => 1);
-binmode STDIN; local $/; $v->PRINT(scalar <STDIN>); $v->CLOSE;
-print $v->result, "\n";
-"""
-
-
-def zone_tsv(zone_file, dest):
-    resolver = ZoneResolver(zone_file)
-    dest.write_text("".join(f"{name.rstrip('.')}\t{records[0].decode()}\n"
-                            for name, records in resolver._records.items()))
-    return dest
-
-
-def mail_dkim_arc_verify(data: bytes, zone_file, tmp_path) -> str:
-    table = zone_tsv(zone_file, tmp_path / "zone.tsv")
-    done = subprocess.run(["perl", "-e", PERL_ARC_VERIFY, str(table)], input=data,
-                          capture_output=True, timeout=30, check=True)
-    return done.stdout.decode().strip()
-
 
 def dkimpy_arc_verify(data: bytes, zone_file) -> bytes:
     resolver = ZoneResolver(zone_file)
@@ -92,8 +62,8 @@ def test_sealed_message_passes_our_check(sealed, resolver):
     assert arc_result(sealed, resolver, SETTINGS) == ("pass", "1 ARC set verified, last sealed by example.com")
 
 
-def test_sealed_message_passes_mail_dkim(sealed, zone_file, tmp_path):
-    assert mail_dkim_arc_verify(sealed, zone_file, tmp_path) == "pass"
+def test_sealed_message_passes_mail_dkim(sealed, zone_file):
+    assert mail_dkim_arc_verify(sealed, zone_file) == "pass"
 
 
 def test_sealed_message_passes_dkimpy(sealed, zone_file):
@@ -105,23 +75,23 @@ def test_first_set_has_cv_none_and_our_arrival_results(sealed):
     assert b"ARC-Authentication-Results: i=1; mx.example.net;\r\n dkim=pass header.d=example.org" in sealed
 
 
-def test_second_hop_extends_the_chain(sealed, keys_dir, resolver, zone_file, tmp_path):
+def test_second_hop_extends_the_chain(sealed, keys_dir, resolver, zone_file):
     chained = second_hop(sealed, keys_dir)
     assert arc_instance_count(chained) == 2
     assert b"cv=pass" in chained
     assert arc_result(chained, resolver, SETTINGS)[0] == "pass"
-    assert mail_dkim_arc_verify(chained, zone_file, tmp_path) == "pass"
+    assert mail_dkim_arc_verify(chained, zone_file) == "pass"
 
 
 def test_message_without_arc_is_none(resolver):
     assert arc_result(to_crlf(message("plain.eml")), resolver, SETTINGS) == ("none", "no ARC sets")
 
 
-def test_changed_body_fails(sealed, resolver, zone_file, tmp_path):
+def test_changed_body_fails(sealed, resolver, zone_file):
     tampered = sealed.replace(b"noon", b"one")
     result, reason = arc_result(tampered, resolver, SETTINGS)
     assert (result, "body hash does not match" in reason) == ("fail", True)
-    assert mail_dkim_arc_verify(tampered, zone_file, tmp_path) == "fail"
+    assert mail_dkim_arc_verify(tampered, zone_file) == "fail"
 
 
 def test_changed_signed_header_fails(sealed, resolver):
@@ -148,12 +118,12 @@ def test_chain_with_a_gap_fails(sealed, keys_dir, resolver):
     assert arc_result(chained, resolver, SETTINGS)[1] == "ARC instances are not 1..N in sequence: i=2 is missing"
 
 
-def test_seal_reporting_failure_ends_the_chain(sealer, sealed, keys_dir, resolver, zone_file, tmp_path):
+def test_seal_reporting_failure_ends_the_chain(sealer, sealed, keys_dir, resolver, zone_file):
     key = load_private_key(keys_dir / "example.org/s2048.key")
     failed = ARCSealer("example.org", "s2048", key, "lists.example.org").seal(sealed, "fail")
     assert b"cv=fail" in failed
     assert arc_result(failed, resolver, SETTINGS) == ("fail", "ARC-Seal i=2 has cv=fail, not cv=pass")
-    assert mail_dkim_arc_verify(failed, zone_file, tmp_path) == "fail"
+    assert mail_dkim_arc_verify(failed, zone_file) == "fail"
 
 
 def test_missing_key_fails_with_its_name(sealer, resolver):
