@@ -166,7 +166,8 @@ def parse_signature(name: bytes, value: bytes, tags: dict) -> Signature:
     if algorithm not in ALGORITHMS:
         raise SignatureProblem("neutral", f"a={algorithm} is not a known algorithm")
     key_type, hash_name = ALGORITHMS[algorithm]
-    domain, selector = _text(tags[b"d"]).lower().rstrip("."), _text(tags[b"s"]).lower()
+    domain = tags[b"d"].decode("ascii", "replace").lower().rstrip(".")
+    selector = tags[b"s"].decode("ascii", "replace").lower()
     if not _DOMAIN.fullmatch(domain) or "." not in domain:
         raise SignatureProblem("neutral", f"d={domain[:60]} is not a domain name")
     if not _DOMAIN.fullmatch(selector):
