@@ -1,0 +1,272 @@
+"""Signer: which key signs which message, what the signature says, and when nothing is signed."""
+import json
+import os
+import time
+from types import MappingProxyType
+
+import pytest
+from conftest import KEYS, message, private_copy
+from cryptography.hazmat.primitives.asymmetric import ec
+from peers import have_opendkim, opendkim_results
+
+from salmon_dkim.activity import ActivityLog, read_activity
+from salmon_dkim.canon import parse_tags, split_message
+from salmon_dkim.config import DomainKeys, Settings, SigningSettings
+from salmon_dkim.keys import KeyStore, PrivateKey, load_private_key
+from salmon_dkim.sign import SigningError, Signer, dkim_sign
+
+ZONE = KEYS / "keys.zone"
+NOW = int(time.time()) - 60  # near now: peers refuse signatures from the future
+PLAIN = message("plain.eml")
+
+
+def entry(keys_dir, domain, *selectors, subdomains=False) -> DomainKeys:
+    return DomainKeys(domain, selectors, tuple(keys_dir / domain / f"{s}.key" for s in selectors),
+                      subdomains)
+
+
+def make_signer(keys_dir, tmp_path=None, *, domains=(), default=None, **options) -> Signer:
+    signing = SigningSettings(keys_dir=keys_dir, domains=MappingProxyType({d.domain: d for d in domains}),
+                              default=default, **options)
+    log = ActivityLog(tmp_path / "activity.jsonl" if tmp_path else None)
+    return Signer(Settings(signing=signing), activity=log, clock=lambda: NOW)
+
+
+def from_(address: str, msg: bytes = PLAIN) -> bytes:
+    return msg.replace(b"From: Alice Example <alice@example.com>", b"From: " + address.encode(), 1)
+
+
+def signature_tags(signed: bytes) -> list:
+    headers, _ = split_message(signed)
+    return [parse_tags(v) for n, v in headers if n.lower() == b"dkim-signature"]
+
+
+@pytest.fixture
+def signer(keys_dir, tmp_path):
+    """example.com signs with s1 (RSA); example.org's key is reachable by sender selector only."""
+    return make_signer(keys_dir, tmp_path, domains=[entry(keys_dir, "example.com", "s1")])
+
+
+# --- choosing the key ---------------------------------------------------------------------------
+
+def test_author_domain_in_table_signs_with_its_key(signer):
+    result = signer.sign(PLAIN)
+    assert [(s.domain, s.selector, s.algorithm) for s in result.signatures] == [("example.com", "s1", "rsa-sha256")]
+    assert result.unsigned_reason is None
+
+
+def test_author_domain_is_matched_case_insensitively(signer):
+    assert signer.sign(from_("Alice@EXAMPLE.Com")).signatures[0].domain == "example.com"
+
+
+def test_subdomain_signed_by_parent_entry_that_includes_subdomains(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1", subdomains=True)])
+    result = signer.sign(from_("alice@mail.eu.example.com"))
+    assert result.signatures[0].domain == "example.com"
+
+
+def test_subdomain_not_signed_by_parent_entry_without_include_subdomains(signer):
+    result = signer.sign(from_("alice@mail.example.com"))
+    assert result.signatures == () and "mail.example.com" in result.unsigned_reason
+
+
+def test_exact_entry_wins_over_parent(keys_dir):
+    sub = DomainKeys("sub.example.com", ("s2048",), (keys_dir / "example.org/s2048.key",))
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1", subdomains=True), sub])
+    assert signer.sign(from_("a@sub.example.com")).signatures[0].domain == "sub.example.com"
+
+
+def test_sender_selector_by_full_address(keys_dir):
+    signer = make_signer(keys_dir, sender_selectors={"bob@example.org": "s2048"})
+    result = signer.sign(from_("bob@example.org"), sender="Bob@example.org")
+    assert [(s.domain, s.selector) for s in result.signatures] == [("example.org", "s2048")]
+
+
+def test_sender_selector_by_domain_for_the_author_address(keys_dir):
+    signer = make_signer(keys_dir, sender_selectors={"example.org": "s2048"})
+    assert signer.sign(from_("carol@example.org")).signatures[0].selector == "s2048"
+
+
+def test_domain_table_comes_before_sender_selector(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")],
+                         sender_selectors={"alice@example.com": "big"})
+    assert signer.sign(PLAIN, sender="alice@example.com").signatures[0].selector == "s1"
+
+
+def test_default_key_signs_other_domains_as_the_default_domain(keys_dir):
+    signer = make_signer(keys_dir, default=entry(keys_dir, "example.org", "s2048"))
+    result = signer.sign(from_("dave@customer.example.net"))
+    assert [(s.domain, s.selector) for s in result.signatures] == [("example.org", "s2048")]
+    assert signature_tags(result.message)[0][b"d"] == b"example.org"
+
+
+def test_forced_domain_signs_as_that_domain(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1"),
+                                            entry(keys_dir, "example.org", "s2048")])
+    assert signer.sign(PLAIN, domain="example.org").signatures[0].domain == "example.org"
+
+
+def test_no_key_leaves_message_unchanged_and_logs_why(keys_dir, tmp_path):
+    signer = make_signer(keys_dir, tmp_path)
+    result = signer.sign(PLAIN)
+    assert result.message == PLAIN and result.signatures == ()
+    assert "no signing key for example.com" in result.unsigned_reason
+    [logged] = read_activity(tmp_path / "activity.jsonl")
+    assert logged["event"] == "unsigned" and logged["message_id"] == "<lunch-1@example.com>"
+    assert logged["reason"] == result.unsigned_reason
+
+
+@pytest.mark.parametrize("skip, sender", [("carol@example.com", "carol@example.com"),
+                                          ("@example.com", "dave@example.com"),
+                                          ("example.com", "erin@Example.com")])
+def test_skip_senders_are_not_signed(keys_dir, skip, sender):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")], skip_senders=(skip,))
+    result = signer.sign(PLAIN, sender=sender)
+    assert result.signatures == () and "SkipSenders" in result.unsigned_reason
+
+
+def test_skip_senders_match_the_author_when_no_sender_given(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")],
+                         skip_senders=("alice@example.com",))
+    assert signer.sign(PLAIN).unsigned_reason == "author alice@example.com is in SkipSenders"
+
+
+# --- when nothing is signed -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("msg, reason", [
+    (PLAIN.replace(b"From: Alice Example <alice@example.com>\r\n", b""), "no From header"),
+    (b"From: bob@example.com\r\n" + PLAIN, "2 From headers"),
+    (from_("alice@example.com, bob@example.com"), "From header holds 2 addresses"),
+    (from_("undisclosed-recipients:;"), "From header holds no address"),
+    (b"From: alice@example.com\r\nthis is not a header\r\n\r\nbody\r\n", "malformed message"),
+])
+def test_unusable_author_or_message_is_left_unsigned(signer, msg, reason):
+    result = signer.sign(msg)
+    assert result.message == msg and reason in result.unsigned_reason
+
+
+def test_signing_disabled(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")], enabled=False)
+    assert "disabled" in signer.sign(PLAIN).unsigned_reason
+
+
+def test_message_over_max_size(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")], max_message_size=100)
+    assert "over MaxMessageSize (100)" in signer.sign(PLAIN).unsigned_reason
+
+
+def test_group_readable_key_is_refused(keys_dir):
+    os.chmod(keys_dir / "example.com/s1.key", 0o640)
+    result = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")]).sign(PLAIN)
+    assert result.signatures == () and "chmod 600" in result.unsigned_reason
+
+
+def test_key_under_1024_bits_is_refused(keys_dir):
+    private_copy(KEYS / "example.com.rsa512.key", keys_dir / "example.com/weak512.key")
+    result = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "weak512")]).sign(PLAIN)
+    assert result.signatures == () and "1024-bit minimum" in result.unsigned_reason
+
+
+def test_dual_signing_keeps_the_usable_key_when_the_other_is_refused(keys_dir):
+    os.chmod(keys_dir / "example.com/ed1.key", 0o644)
+    result = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1", "ed1")]).sign(PLAIN)
+    assert [s.selector for s in result.signatures] == ["s1"]
+
+
+# --- the signatures -------------------------------------------------------------------------------
+
+def test_dual_signing_adds_rsa_and_ed25519_signatures(keys_dir, tmp_path):
+    signer = make_signer(keys_dir, tmp_path, domains=[entry(keys_dir, "example.com", "s1", "ed1")])
+    result = signer.sign(PLAIN)
+    assert [s.algorithm for s in result.signatures] == ["rsa-sha256", "ed25519-sha256"]
+    assert [t[b"a"] for t in signature_tags(result.message)] == [b"rsa-sha256", b"ed25519-sha256"]
+    [logged] = read_activity(tmp_path / "activity.jsonl", event="sign")
+    assert (logged["d"], logged["s"], logged["algorithm"]) == ("example.com", "s1,ed1",
+                                                               "rsa-sha256,ed25519-sha256")
+    assert logged["size"] == len(result.message) and "from" in logged["headers"]
+
+
+def test_signed_headers_are_those_present_and_from_oversigned(signer):
+    [tags] = signature_tags(signer.sign(PLAIN).message)
+    assert tags[b"h"].replace(b" ", b"").replace(b"\r\n", b"") == \
+        b"from:from:date:subject:to:message-id:content-type:mime-version"
+
+
+def test_oversigned_header_absent_from_message_is_listed_once(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")],
+                         headers=("from", "subject"), oversign_headers=("from", "reply-to"))
+    assert signer.sign(PLAIN).signatures[0].headers == ("from", "from", "subject", "reply-to")
+
+
+@pytest.mark.skipif(not have_opendkim(), reason="opendkim not installed")
+def test_from_added_after_signing_breaks_the_signature(signer):
+    signed = signer.sign(PLAIN).message
+    assert [r.result for r in opendkim_results(signed, ZONE)] == ["pass"]
+    forged = signed.replace(b"From: Alice", b"From: Mallory <ceo@example.com>\r\nFrom: Alice", 1)
+    assert [r.result for r in opendkim_results(forged, ZONE)] == ["fail"]
+
+
+def test_t_is_the_clock_and_x_adds_expire_seconds(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")], expire_seconds=3600)
+    [tags] = signature_tags(signer.sign(PLAIN).message)
+    assert (tags[b"t"], tags[b"x"]) == (str(NOW).encode(), str(NOW + 3600).encode())
+    assert b"l" not in tags
+
+
+def test_no_x_when_expiry_is_zero_and_l_when_asked_for(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")], expire_seconds=0,
+                         body_length_tag=True)
+    [tags] = signature_tags(signer.sign(PLAIN).message)
+    assert b"x" not in tags and tags[b"l"] == b"76"
+
+
+def test_canonicalization_from_settings(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")],
+                         header_canon="simple", body_canon="relaxed")
+    assert signature_tags(signer.sign(PLAIN).message)[0][b"c"] == b"simple/relaxed"
+
+
+def test_lf_input_is_signed_as_crlf(signer):
+    signed = signer.sign(message("lf-only.eml")).message
+    assert b"\n" not in signed.replace(b"\r\n", b"")
+    assert signed.endswith(message("lf-only.eml").replace(b"\n", b"\r\n"))
+
+
+def test_signature_header_lines_are_under_78_columns(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "big", "ed1")])
+    signed = signer.sign(message("utf8-folded.eml")).message
+    top = signed[:signed.index(b"\r\nFrom:")]
+    assert all(len(line) < 78 for line in top.split(b"\r\n"))
+
+
+def test_dkim_sign_returns_one_header_for_one_key(keys_dir):
+    key = load_private_key(keys_dir / "example.com/ed1.key")
+    header = dkim_sign(PLAIN, "example.com", "ed1", key, headers=("from", "subject"), oversign=(),
+                       canon=("simple", "simple"), expire=60, now=NOW)
+    tags = parse_tags(header.split(b":", 1)[1])
+    assert header.startswith(b"DKIM-Signature: ") and header.endswith(b"\r\n")
+    assert header.count(b"\r\n") == header.count(b"\r\n ") + 1
+    assert (tags[b"h"], tags[b"t"], tags[b"x"]) == (b"from:subject", str(NOW).encode(), str(NOW + 60).encode())
+
+
+# --- internal failure -------------------------------------------------------------------------------
+
+class WrongKindKeyStore(KeyStore):
+    """Hands out an EC key labelled RSA: OpenSSL refuses to sign with it."""
+
+    def get(self, path):
+        return PrivateKey("rsa", ec.generate_private_key(ec.SECP256R1()), 2048, path)
+
+
+def test_failure_inside_signing_raises_signing_error(keys_dir, tmp_path):
+    settings = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")]).settings
+    signer = Signer(settings, keys=WrongKindKeyStore(), activity=ActivityLog(tmp_path / "a.jsonl"))
+    with pytest.raises(SigningError, match="signing failed"):
+        signer.sign(PLAIN)
+    assert read_activity(tmp_path / "a.jsonl") == []
+
+
+def test_activity_sign_line_holds_no_key_material(signer, tmp_path):
+    signer.sign(PLAIN)
+    text = (tmp_path / "activity.jsonl").read_text()
+    assert "PRIVATE" not in text and json.loads(text)["event"] == "sign"
