@@ -1,0 +1,101 @@
+"""Wiring for a Salmon app: build salmon-dkim's parts once, at boot, from one INI file.
+
+In ``config/boot.py``::
+
+    from salmon_dkim import glue
+    from salmon_dkim.receivers import LMTPReceiver, Receivers, SMTPReceiver
+
+    dkim = glue.install("config/salmon_dkim.ini")       # before Router.load(...)
+    settings.relay = dkim.relay(host="smarthost.example.net", port=25)
+    settings.receiver = Receivers(SMTPReceiver("0.0.0.0", 25),
+                                  SMTPReceiver("0.0.0.0", 587, role="submission"))
+
+``install`` makes the context the one that bare ``@dkim_verify``,
+``@dkim_sign``, ``SigningRelay()`` and the receivers use.  A second context
+(another INI file) is built with ``DKIM.from_config`` and passed explicitly:
+``@dkim_verify(other)``.
+
+A :class:`DKIM` holds: ``settings`` (frozen Settings), ``keys`` (KeyStore:
+each key file read once), ``resolver`` (zone file, or live DNS with the TTL
+cache), ``activity`` (ActivityLog), ``signer`` and ``verifier``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from salmon_dkim.activity import ActivityLog
+from salmon_dkim.config import Settings, load_settings
+from salmon_dkim.dns import TXTResolver, resolver_from_settings
+from salmon_dkim.keys import KeyStore
+from salmon_dkim.sign import Signer
+from salmon_dkim.verify import Verifier
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class DKIM:
+    """Everything a Salmon app needs for DKIM, built once from Settings."""
+
+    settings: Settings
+    keys: KeyStore
+    resolver: TXTResolver
+    activity: ActivityLog
+    signer: Signer
+    verifier: Verifier
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, resolver: Optional[TXTResolver] = None) -> "DKIM":
+        """Build from checked Settings; ``resolver`` replaces the one [DNS] describes (tests)."""
+        logging.getLogger("salmon_dkim").setLevel(settings.logging.log_level)
+        keys = KeyStore()
+        resolver = resolver if resolver is not None else resolver_from_settings(settings.dns)
+        activity = ActivityLog(settings.logging.activity_log)
+        # the decorator writes one "verify" line per message with the outcome, so the Verifier writes none
+        return cls(settings, keys, resolver, activity,
+                   Signer(settings, keys=keys, activity=activity),
+                   Verifier(settings, resolver))
+
+    @classmethod
+    def from_config(cls, path: Optional[PathLike] = None, **kwargs) -> "DKIM":
+        """Build from an INI file (ConfigError names file, option and problem)."""
+        return cls.from_settings(load_settings(path), **kwargs)
+
+    def install(self) -> "DKIM":
+        """Make this the context of bare decorators, SigningRelay() and receivers."""
+        global _installed
+        _installed = self
+        return self
+
+    def relay(self, host: str = "127.0.0.1", port: int = 25, **kwargs):
+        """A SigningRelay using this context's Signer (``salmon.server.Relay`` arguments)."""
+        from salmon_dkim.relay import SigningRelay  # noqa: PLC0415 (core users need no Salmon)
+        return SigningRelay(host, port, signer=self.signer, **kwargs)
+
+
+_installed: Optional[DKIM] = None
+
+
+def install(config: Union[PathLike, Settings, DKIM, None] = None, **kwargs) -> DKIM:
+    """Build (from an INI path or Settings) and install the boot-time context; returns it."""
+    if isinstance(config, DKIM):
+        return config.install()
+    if isinstance(config, Settings):
+        return DKIM.from_settings(config, **kwargs).install()
+    return DKIM.from_config(config, **kwargs).install()
+
+
+def installed() -> Optional[DKIM]:
+    """The installed context, or None."""
+    return _installed
+
+
+def current() -> DKIM:
+    """The installed context; a clear error when config/boot.py did not install one."""
+    if _installed is None:
+        raise RuntimeError("salmon-dkim has no context: call salmon_dkim.glue.install(\"salmon_dkim.ini\") "
+                           "in config/boot.py before Router.load(), or pass one: @dkim_verify(context)")
+    return _installed
