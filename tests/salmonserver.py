@@ -1,0 +1,359 @@
+"""A real Salmon server and an SMTP sink on 127.0.0.1, for end-to-end tests.
+
+- :class:`SMTPSink`: a tiny SMTP server (a thread in the test process,
+  written here without Salmon so that it checks our receivers rather than
+  sharing their bugs) storing each message's exact bytes in a folder, named
+  after the recipient's local part: ``bob-1@remote.example`` -> ``bob-1.eml``.
+- :class:`SalmonServer`: ``salmon start --boot config.boot --no-daemon`` in a
+  subprocess, run in a Salmon app folder (``tests/apps/dkimapp``), configured
+  through one environment variable (JSON), stopped with SIGTERM.
+- :class:`BlackHoleDNS`: a UDP port that takes DNS queries and never answers.
+- :func:`start_dkim_app`: the test app with its INI files, keys, sink and
+  server, ready; :class:`DKIMApp` says where everything is.
+
+Use it from a test module (one server per module keeps the suite fast)::
+
+    from salmonserver import start_dkim_app
+
+    @pytest.fixture(scope="module")
+    def app(tmp_path_factory):
+        with start_dkim_app(tmp_path_factory.mktemp("app")) as running:
+            yield running
+
+    def test_something(app):
+        with app.smtp() as client:
+            client.sendmail("a@example.com", ["t1@inbound.test"], message)
+        stored = app.stored("t1")          # what the handler saw: bytes and JSON
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import socketserver
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, Optional
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+APPS = TESTS / "apps"
+KEYS = TESTS / "data" / "keys"
+ZONE = KEYS / "keys.zone"
+SALMON = Path(sys.executable).with_name("salmon")
+HOST = "127.0.0.1"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port nothing listens on now (the kernel's choice)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0, process: Optional[subprocess.Popen] = None,
+                  log: Optional[Path] = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((HOST, port), timeout=1):
+                return
+        except OSError:
+            pass
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s:\n{_tail(log)}")
+        time.sleep(0.05)
+
+
+def _tail(path: Optional[Path], lines: int = 40) -> str:
+    if path is None or not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# -- the sink -------------------------------------------------------------------
+
+class _SinkHandler(socketserver.StreamRequestHandler):
+    """RFC 5321 server side, just enough for smtplib: exact DATA bytes, dots un-stuffed."""
+
+    def reply(self, line: str) -> None:
+        self.wfile.write(line.encode("ascii") + b"\r\n")
+
+    def handle(self) -> None:
+        self.reply("220 sink.test ESMTP")
+        sender, recipients = None, []
+        while True:
+            line = self.rfile.readline()
+            if not line:
+                return
+            verb = line[:4].upper()
+            if verb in (b"EHLO", b"HELO", b"LHLO"):
+                self.reply("250-sink.test")
+                self.reply("250 8BITMIME")
+            elif verb == b"MAIL":
+                sender, recipients = line.split(b":", 1)[1].strip().strip(b"<>").decode(), []
+                self.reply("250 OK")
+            elif verb == b"RCPT":
+                recipients.append(line.split(b":", 1)[1].strip().strip(b"<>").decode())
+                self.reply("250 OK")
+            elif verb == b"DATA":
+                self.reply("354 go ahead")
+                data = []
+                while True:
+                    line = self.rfile.readline()
+                    if line in (b".\r\n", b""):
+                        break
+                    data.append(line[1:] if line.startswith(b".") else line)
+                self.server.sink.store(sender, recipients, b"".join(data))
+                self.reply("250 OK stored")
+            elif verb in (b"RSET", b"NOOP"):
+                self.reply("250 OK")
+            elif verb == b"QUIT":
+                self.reply("221 bye")
+                return
+            else:
+                self.reply("502 not here")
+
+
+class _SinkServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class SMTPSink:
+    """Stores what it receives in ``folder``: LOCALPART.eml (exact bytes) and LOCALPART.json (envelope)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.server = _SinkServer((HOST, 0), _SinkHandler)
+        self.server.sink = self
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def store(self, sender: str, recipients, data: bytes) -> None:
+        for rcpt in recipients:
+            name = rcpt.partition("@")[0]
+            (self.folder / f"{name}.eml").write_bytes(data)
+            (self.folder / f"{name}.json").write_text(json.dumps({"from": sender, "to": rcpt}))
+
+    def received(self, local_part: str) -> bytes:
+        """The exact bytes that arrived for LOCAL_PART@anything."""
+        return (self.folder / f"{local_part}.eml").read_bytes()
+
+    def has(self, local_part: str) -> bool:
+        return (self.folder / f"{local_part}.eml").exists()
+
+    def envelope(self, local_part: str) -> dict:
+        return json.loads((self.folder / f"{local_part}.json").read_text())
+
+    def __enter__(self) -> "SMTPSink":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class BlackHoleDNS:
+    """A bound UDP port that never reads: a DNS server that never answers."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind((HOST, 0))
+        self.port = self.socket.getsockname()[1]
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+# -- the Salmon server ----------------------------------------------------------
+
+class SalmonServer:
+    """``salmon start`` in ``app_dir``, with ``SALMON_DKIM_TEST_APP`` = JSON of ``config``."""
+
+    def __init__(self, app_dir: Path, workdir: Path, config: dict, ports) -> None:
+        self.app_dir, self.workdir, self.config, self.ports = Path(app_dir), Path(workdir), config, ports
+        self.log = self.workdir / "salmon.out"
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self, timeout: float = 15.0) -> "SalmonServer":
+        env = dict(os.environ, SALMON_DKIM_TEST_APP=json.dumps(self.config),
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        (self.workdir / "run").mkdir(exist_ok=True)
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                [str(SALMON), "start", "--boot", "config.boot", "--no-daemon", "--force",
+                 "--pid", str(self.workdir / "run" / "smtp.pid")],
+                cwd=self.app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            for port in self.ports:
+                wait_for_port(port, timeout, self.process, self.log)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+# -- the test app ---------------------------------------------------------------
+
+# Each test key at KEYSDIR/DOMAIN/SELECTOR.key, as keygen lays them out.
+KEY_LAYOUT = {
+    "example.com/s1.key": "example.com.rsa2048.key",
+    "example.com/ed1.key": "example.com.ed25519.key",
+    "example.org/s2048.key": "example.org.rsa2048.key",
+}
+
+BASE_INI = """\
+[Signing]
+KeysDir = {keys}
+[Domains]
+  [[example.com]]
+  Selectors = s1,
+  [[example.org]]
+  Selectors = s2048,
+[Verification]
+AuthservId = {authserv_id}
+TrustedIPs = 127.0.0.2/32,
+AuthenticatedPeers = 127.0.0.3/32,
+AuthenticatedHeader = X-Authenticated-User
+ScoreHeader = X-DKIM-Score
+PassScore = -1.0
+FailScore = 2.5
+{verification}
+[DNS]
+{dns}
+[Logging]
+ActivityLog = {activity}
+"""
+
+AUTHSERV_ID = "mx.salmon-dkim.test"
+
+
+@dataclass
+class DKIMApp:
+    """The running test app: ports, folders and small helpers for the tests."""
+
+    workdir: Path
+    server: SalmonServer
+    sink: SMTPSink
+    smtp_port: int
+    submission_port: int
+    lmtp_port: int
+    spool: Path
+    activity: Path
+    configs: Dict[str, Path] = field(default_factory=dict)
+    authserv_id: str = AUTHSERV_ID
+    zone_file: Path = ZONE
+
+    def smtp(self, port: Optional[int] = None, source: str = HOST, helo: str = "client.test") -> smtplib.SMTP:
+        client = smtplib.SMTP(HOST, port or self.smtp_port, local_hostname=helo, timeout=15,
+                              source_address=(source, 0))
+        return client
+
+    def submission(self, **kwargs) -> smtplib.SMTP:
+        return self.smtp(self.submission_port, **kwargs)
+
+    def lmtp(self, helo: str = "client.test") -> smtplib.LMTP:
+        return smtplib.LMTP(HOST, self.lmtp_port, local_hostname=helo, timeout=15)
+
+    def stored(self, local_part: str) -> bytes:
+        """The bytes a recording handler saw as ``message.Data`` for LOCAL_PART@..."""
+        return (self.spool / f"{local_part}.eml").read_bytes()
+
+    def seen(self, local_part: str) -> dict:
+        """What a recording handler saw besides the bytes: session, dkim results, outcome."""
+        return json.loads((self.spool / f"{local_part}.json").read_text())
+
+    def has(self, local_part: str) -> bool:
+        return (self.spool / f"{local_part}.eml").exists()
+
+    def activity_entries(self) -> list:
+        if not self.activity.exists():
+            return []
+        return [json.loads(line) for line in self.activity.read_text().splitlines() if line.strip()]
+
+
+def write_ini(path: Path, workdir: Path, *, verification: str = "", dns: Optional[str] = None) -> Path:
+    path.write_text(BASE_INI.format(
+        keys=workdir / "keys", authserv_id=AUTHSERV_ID, verification=verification,
+        dns=f"ZoneFile = {ZONE}" if dns is None else dns, activity=workdir / "activity.jsonl"))
+    return path
+
+
+def install_keys(keys_dir: Path) -> Path:
+    for dest, src in KEY_LAYOUT.items():
+        target = keys_dir / dest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((KEYS / src).read_bytes())
+        os.chmod(target, 0o600)
+    return keys_dir
+
+
+@contextlib.contextmanager
+def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0) -> Iterator[DKIMApp]:
+    """tests/apps/dkimapp running with its contexts (see its README), a sink and a black-hole DNS.
+
+    Contexts, chosen by recipient domain: ``inbound.test`` (the installed
+    one: scores, no rejects), ``reject.test`` (RejectOnFail), ``close.test``
+    (RejectOnFail + CloseConnectionOnReject), ``blackhole.test`` (live DNS
+    at a server that never answers, ``dns_timeout`` s), ``broken.test`` and
+    ``broken-accept.test`` (a resolver that raises: InternalErrorAction
+    tempfail / accept).  ``record.test`` records without DKIM; mail to
+    ``remote.example`` is signed with ``@dkim_sign`` and relayed to the sink.
+    """
+    workdir = Path(workdir)
+    install_keys(workdir / "keys")
+    spool = workdir / "spool"
+    spool.mkdir()
+    blackhole = BlackHoleDNS()
+    configs = {
+        "main": write_ini(workdir / "main.ini", workdir),
+        "reject": write_ini(workdir / "reject.ini", workdir, verification="RejectOnFail = Yes"),
+        "close": write_ini(workdir / "close.ini", workdir,
+                           verification="RejectOnFail = Yes\nCloseConnectionOnReject = Yes"),
+        "blackhole": write_ini(workdir / "blackhole.ini", workdir, dns=(
+            f"Nameservers = {HOST},\nPort = {blackhole.port}\nTimeout = {dns_timeout}")),
+        "broken": write_ini(workdir / "broken.ini", workdir),
+        "broken-accept": write_ini(workdir / "broken-accept.ini", workdir,
+                                   verification="InternalErrorAction = accept"),
+    }
+    ports = {"smtp_port": free_port(), "submission_port": free_port(), "lmtp_port": free_port()}
+    try:
+        with SMTPSink(workdir / "sink") as sink:
+            config = {"workdir": str(workdir), "spool": str(spool), "host": HOST,
+                      "sink_port": sink.port, **ports,
+                      "configs": {name: str(path) for name, path in configs.items()}}
+            server = SalmonServer(APPS / "dkimapp", workdir, config, ports.values()).start()
+            try:
+                yield DKIMApp(workdir, server, sink, spool=spool, activity=workdir / "activity.jsonl",
+                              configs=configs, **ports)
+            finally:
+                server.stop()
+    finally:
+        blackhole.close()
