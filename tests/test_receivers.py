@@ -1,0 +1,127 @@
+"""Receivers: exact bytes and the session, through a running Salmon server (tests/apps/dkimapp)."""
+import socket
+
+import pytest
+
+from conftest import message
+from salmonserver import HOST, start_dkim_app
+from salmon_dkim.receivers import unstuff
+
+DOTS = (b"From: alice@example.com\r\nTo: bob@example.net\r\nSubject: dots\r\n\r\n"
+        b".one leading dot\r\n..two leading dots\r\n.\r\n...\r\nend. \r\n \t trailing space \r\n"
+        b"caf\xc3\xa9 8-bit\r\n")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with start_dkim_app(tmp_path_factory.mktemp("receivers")) as running:
+        yield running
+
+
+def talk(port, lines):
+    """Raw protocol: send each line (b"" sends nothing), return one reply per line (last line of multi-line ones)."""
+    with socket.create_connection((HOST, port), timeout=10) as s:
+        f = s.makefile("rb")
+        replies = [f.readline()]
+        for line in lines:
+            s.sendall(line)
+            reply = f.readline()
+            while reply[3:4] == b"-":
+                reply = f.readline()
+            replies.append(reply)
+        return replies
+
+
+@pytest.mark.parametrize("name", ["plain.eml", "utf8-folded.eml", "multipart.eml", "empty-body.eml", "dots"])
+def test_smtp_hands_salmon_the_exact_bytes_sent(app, name):
+    sent = DOTS if name == "dots" else message(name)
+    local = "smtp-" + name.replace(".", "-")
+    with app.smtp() as client:
+        client.sendmail("alice@example.com", [local + "@record.test"], sent)
+    assert app.stored(local) == sent
+
+
+@pytest.mark.parametrize("name", ["plain.eml", "dots"])
+def test_lmtp_hands_salmon_the_exact_bytes_sent_with_dot_stuffing_undone(app, name):
+    sent = DOTS if name == "dots" else message(name)
+    local = "lmtp-" + name.replace(".", "-")
+    with app.lmtp() as client:
+        client.sendmail("alice@example.com", [local + "@record.test"], sent)
+    assert app.stored(local) == sent
+
+
+def test_first_line_stuffed_and_empty_message_over_raw_smtp(app):
+    replies = talk(app.smtp_port, [b"EHLO raw.test\r\n", b"MAIL FROM:<a@example.com>\r\n",
+                                   b"RCPT TO:<raw-first@record.test>\r\n", b"DATA\r\n",
+                                   b"..first\r\nSubject: x\r\n.\r\n",
+                                   b"MAIL FROM:<a@example.com>\r\n", b"RCPT TO:<raw-empty@record.test>\r\n",
+                                   b"DATA\r\n", b".\r\n", b"QUIT\r\n"])
+    assert [r[:3] for r in replies] == [b"220", b"250", b"250", b"250", b"354", b"250",
+                                        b"250", b"250", b"354", b"250", b"221"]
+    assert app.stored("raw-first") == b".first\r\nSubject: x\r\n"
+    assert app.stored("raw-empty") == b""
+
+
+def test_lmtp_replies_once_per_recipient_and_delivers_to_each(app):
+    replies = talk(app.lmtp_port, [b"LHLO raw.test\r\n", b"MAIL FROM:<a@example.com>\r\n",
+                                   b"RCPT TO:<lmtp-a@record.test>\r\n", b"RCPT TO:<lmtp-b@record.test>\r\n",
+                                   b"DATA\r\n", b"Subject: two\r\n\r\n..x\r\n.\r\n", b""])
+    assert [r[:3] for r in replies] == [b"220", b"250", b"250", b"250", b"250", b"354", b"250", b"250"]
+    assert app.stored("lmtp-a") == app.stored("lmtp-b") == b"Subject: two\r\n\r\n.x\r\n"
+
+
+def test_lmtp_refuses_helo(app):
+    assert talk(app.lmtp_port, [b"HELO raw.test\r\n"])[1].startswith(b"500")
+
+
+def test_smtp_refuses_a_second_recipient_as_salmon_does(app):
+    with app.smtp() as client:
+        client.ehlo()
+        client.mail("a@example.com")
+        assert client.rcpt("one@record.test")[0] == 250
+        assert client.rcpt("two@record.test")[0] == 451
+
+
+def test_session_on_the_mx_listener(app):
+    with app.smtp(helo="mta.sender.test") as client:
+        client.sendmail("alice@example.com", ["session-mx@record.test"], message("plain.eml"))
+    assert app.seen("session-mx")["session"] == {
+        "peer_ip": "127.0.0.1", "helo": "mta.sender.test", "authenticated": False, "role": "mx"}
+
+
+def test_submission_listener_counts_as_authenticated(app):
+    with app.submission(helo="laptop.test") as client:
+        client.sendmail("alice@example.com", ["session-sub@record.test"], message("plain.eml"))
+    assert app.seen("session-sub")["session"] == {
+        "peer_ip": "127.0.0.1", "helo": "laptop.test", "authenticated": True, "role": "submission"}
+
+
+def test_lmtp_session_carries_the_lhlo_name(app):
+    with app.lmtp(helo="front.test") as client:
+        client.sendmail("alice@example.com", ["session-lmtp@record.test"], message("plain.eml"))
+    session = app.seen("session-lmtp")["session"]
+    assert (session["helo"], session["role"], session["authenticated"]) == ("front.test", "mx", False)
+
+
+def test_peer_in_authenticated_peers_counts_as_authenticated(app):
+    with app.smtp(source="127.0.0.3") as client:
+        client.sendmail("alice@example.com", ["session-peer@record.test"], message("plain.eml"))
+    assert app.seen("session-peer")["session"]["authenticated"] is True
+    assert app.seen("session-peer")["session"]["peer_ip"] == "127.0.0.3"
+
+
+def test_trusted_header_authenticates_only_from_a_trusted_peer(app):
+    stamped = b"X-Authenticated-User: alice\r\n" + message("plain.eml")
+    with app.smtp(source="127.0.0.2") as client:
+        client.sendmail("alice@example.com", ["header-trusted@record.test"], stamped)
+    with app.smtp(source="127.0.0.1") as client:
+        client.sendmail("alice@example.com", ["header-forged@record.test"], stamped)
+    assert app.seen("header-trusted")["session"]["authenticated"] is True
+    assert app.seen("header-forged")["session"]["authenticated"] is False
+
+
+def test_unstuff_follows_rfc_5321_section_4_5_2():
+    # what the channel collects: a CRLF before the first line, none after the last
+    assert unstuff(b"\r\n..a\r\nb\r\n...c") == b".a\r\nb\r\n..c\r\n"
+    assert unstuff(b"\r\n") == b"\r\n"
+    assert unstuff(b"") == b""
