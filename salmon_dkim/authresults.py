@@ -24,11 +24,16 @@ _REASON_LIMIT = 120
 _PARSER = authres.FeatureContext(authres.dkim_b, authres.dkim_adsp)
 
 
+def _reason(text) -> str:
+    """A reason as a quoted-string authres reads back as written: no quotes or backslashes to escape."""
+    return (text or "").replace('"', "'").replace("\\", "/")[:_REASON_LIMIT] or None
+
+
 def _dkim_result(r) -> AuthenticationResult:
     props = [AuthenticationResultProperty("header", name, value)
              for name, value in (("d", r.domain), ("s", r.selector), ("a", r.algorithm), ("b", r.b))
              if value and re.fullmatch(r"[\x21-\x7e]+", value)]
-    reason = None if r.result == "pass" else r.reason[:_REASON_LIMIT]
+    reason = None if r.result == "pass" else _reason(r.reason)
     return AuthenticationResult(r.type, result=r.result, reason=reason,
                                 result_comment="test mode key" if r.testing else None, properties=props)
 
@@ -38,11 +43,11 @@ def authentication_results(authserv_id: str, report: VerificationReport) -> str:
     results: List = [_dkim_result(r) for r in report.results]
     if not results:
         results.append(AuthenticationResult("dkim", result="none",
-                                            reason=(report.unverified_reason or "")[:_REASON_LIMIT] or None))
+                                            reason=_reason(report.unverified_reason)))
     if report.adsp:
         results.append(DKIMADSPAuthenticationResult(
             result=report.adsp, header_from=report.author_domain or None,
-            reason=None if report.adsp == "pass" else (report.adsp_reason or "")[:_REASON_LIMIT] or None))
+            reason=None if report.adsp == "pass" else _reason(report.adsp_reason)))
     header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
     clauses = [str(result) for result in header.results]
     lines = [f"{header.HEADER_FIELD_NAME}: {header.authserv_id};"]
