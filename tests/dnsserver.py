@@ -25,6 +25,7 @@ A record is a ``str``/``bytes`` (split into 255-byte strings), a ``Strings(...)`
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import socket
 import subprocess
@@ -40,7 +41,7 @@ import dns.rdatatype
 import dns.zonefile
 import pytest
 
-DNSMASQ = "/usr/sbin/dnsmasq"
+DNSMASQ = shutil.which("dnsmasq", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
 KEYS_ZONE = Path(__file__).with_name("data") / "keys" / "keys.zone"
 
 LOCAL_DOMAIN = "example.test"
@@ -137,6 +138,8 @@ class _Dnsmasq:
 
     def __init__(self, workdir: Path, name: str, port: int, options: List[str]) -> None:
         self.port = port
+        if DNSMASQ is None:
+            raise RuntimeError("dnsmasq is not installed: run `make setup` (Debian package dnsmasq-base)")
         self.log = workdir / f"{name}.log"
         # Options go on the command line: dnsmasq's configuration file limits line length.
         args = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--log-facility=-"]
