@@ -1,0 +1,134 @@
+"""salmon-dkim sign, log and stats."""
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+from conftest import KEYS, MESSAGES, message
+from peers import have_opendkim, opendkim_results
+
+from salmon_dkim.activity import ActivityLog
+from salmon_dkim.cli import main
+
+PLAIN = MESSAGES / "plain.eml"
+
+
+@pytest.fixture
+def config(keys_dir, tmp_path):
+    path = tmp_path / "salmon_dkim.ini"
+    path.write_text(f"[Signing]\nKeysDir = {keys_dir}\n[Domains]\n  [[example.com]]\n  Selectors = s1, ed1\n"
+                    f"[Logging]\nActivityLog = {tmp_path / 'logs' / 'activity.jsonl'}\n")
+    return path
+
+
+def run(*args, stdin: bytes = None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=stdin)
+
+
+# --- sign ---------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not have_opendkim(), reason="opendkim not installed")
+def test_sign_prints_the_signed_message_a_peer_verifies(config):
+    result = run("sign", "--config", config, PLAIN)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes.endswith(message("plain.eml"))
+    assert [r.result for r in opendkim_results(result.stdout_bytes, KEYS / "keys.zone")] == ["pass", "pass"]
+
+
+def test_sign_reads_standard_input_and_writes_crlf(config):
+    result = run("sign", "--config", config, stdin=message("lf-only.eml"))
+    assert result.exit_code == 0
+    assert result.stdout_bytes.startswith(b"DKIM-Signature: v=1; a=rsa-sha256;")
+    assert result.stdout_bytes.endswith(message("lf-only.eml").replace(b"\n", b"\r\n"))
+
+
+def test_sign_with_explicit_key_needs_no_configuration(keys_dir):
+    result = run("sign", "--domain", "example.org", "--selector", "s2048",
+                 "--key", keys_dir / "example.org/s2048.key", PLAIN)
+    assert result.exit_code == 0
+    assert b" d=example.org; s=s2048;" in result.stdout_bytes
+
+
+def test_sign_domain_option_forces_the_signing_domain(config, keys_dir):
+    result = run("sign", "--config", config, "--domain", "example.com", "--selector", "ed1", PLAIN)
+    assert result.exit_code == 0 and result.stdout_bytes.count(b"DKIM-Signature:") == 1
+    assert b"a=ed25519-sha256" in result.stdout_bytes
+
+
+def test_sign_without_a_key_prints_nothing_and_says_why(config, tmp_path):
+    result = run("sign", "--config", config, stdin=message("plain.eml").replace(b"example.com>", b"example.net>"))
+    assert result.exit_code == 1 and result.stdout_bytes == b""
+    assert "not signed: no signing key for example.net" in result.stderr
+    [entry] = [json.loads(line) for line in (tmp_path / "logs/activity.jsonl").read_text().splitlines()]
+    assert entry["event"] == "unsigned"
+
+
+def test_sign_with_a_refused_key_exits_1(keys_dir):
+    os.chmod(keys_dir / "example.com/s1.key", 0o644)
+    result = run("sign", "--domain", "example.com", "--selector", "s1", "--key", keys_dir / "example.com/s1.key",
+                 PLAIN)
+    assert result.exit_code == 1 and result.stdout_bytes == b""
+    assert "chmod 600" in result.stderr and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args", [
+    ["--selector", "s1"],
+    ["--domain", "example.com", "--key", "k.key"],
+    ["--domain", "example.com", "--selector", "s1", "--key", "/nonexistent.key"],
+    ["--config", "/nonexistent.ini"],
+])
+def test_sign_bad_arguments_exit_2(args):
+    result = run("sign", *args, PLAIN)
+    assert result.exit_code == 2 and result.stdout_bytes == b""
+
+
+def test_sign_unreadable_message_exits_2(config, tmp_path):
+    result = run("sign", "--config", config, tmp_path / "missing.eml")
+    assert result.exit_code == 2 and "cannot read" in result.stderr
+
+
+# --- log and stats ------------------------------------------------------------------------------
+
+@pytest.fixture
+def activity(config, tmp_path):
+    log = ActivityLog(tmp_path / "logs" / "activity.jsonl")
+    log.record("sign", message_id="<1@example.com>", d="example.com", s="s1,ed1",
+               algorithm="rsa-sha256,ed25519-sha256", headers=["from"], size=900)
+    log.record("unsigned", message_id="<2@example.net>", reason="no signing key for example.net")
+    log.record("verify", message_id="<3@example.org>", action="accept", score=0.0, reason="",
+               results=[{"d": "example.org", "s": "s2048", "a": "rsa-sha256", "result": "fail",
+                         "reason": "body hash mismatch"}])
+    log.record("sign", message_id="<4@example.com>", d="example.com", s="s1", algorithm="rsa-sha256",
+               headers=["from"], size=800)
+    return config
+
+
+def test_log_prints_an_aligned_table(activity):
+    result = run("log", "--config", activity)
+    lines = result.stdout.splitlines()
+    assert result.exit_code == 0 and len(lines) == 5
+    assert lines[0].split() == ["time", "event", "message-id", "d=", "s=", "algorithm/result", "reason"]
+    column = lines[0].index("message-id")
+    assert [line[column:column + 15] for line in lines[1:]] == \
+        ["<1@example.com>", "<2@example.net>", "<3@example.org>", "<4@example.com>"]
+    assert "fail (accept)" in lines[3] and "body hash mismatch" in lines[3]
+
+
+def test_log_filters_by_domain_event_and_last(activity):
+    assert "<3@example.org>" in run("log", "--config", activity, "--domain", "example.org").stdout
+    only = run("log", "--config", activity, "--event", "sign", "--last", "1").stdout.splitlines()
+    assert len(only) == 2 and "<4@example.com>" in only[1]
+
+
+def test_log_says_when_there_is_nothing(config):
+    result = run("log", "--config", config)
+    assert result.exit_code == 0 and "no entries" in result.stdout
+
+
+def test_stats_counts_signed_unsigned_and_verify_results(activity):
+    out = run("stats", "--config", activity).stdout
+    assert "signed messages: 2" in out and "unsigned messages: 1" in out
+    counts = {" ".join(line.split()[:-1]): int(line.split()[-1]) for line in out.splitlines()
+              if line.startswith("  ")}
+    assert counts == {"d=example.com s=s1": 2, "d=example.com s=ed1": 1,
+                      "no signing key for example.net": 1, "fail": 1}
