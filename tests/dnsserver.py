@@ -262,13 +262,16 @@ class DNSServer:
 
 
 class BlackHole:
-    """A UDP socket and a TCP listener on 127.0.0.1:``port`` that never answer."""
+    """A UDP socket and a TCP listener on host:port (default 127.0.0.1, a free port) that never answer.
 
-    host = "127.0.0.1"
+    Another loopback address with a DNSServer's port (``BlackHole("127.0.0.2", server.port)``)
+    makes a dead nameserver beside a live one.
+    """
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: Optional[int] = None) -> None:
+        self.host = host
         while True:
-            self.port = free_port()
+            self.port = port or free_port()
             self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self._tcp = socket.socket()
             try:
@@ -278,6 +281,8 @@ class BlackHole:
                 return
             except OSError:
                 self.stop()
+                if port:
+                    raise
 
     @property
     def nameservers(self) -> List[str]:
@@ -309,9 +314,9 @@ def start_dns_server(records: Optional[Records] = None, *, zone_file: Union[str,
     return DNSServer(served, ttl=ttl, local_domains=local_domains)
 
 
-def start_black_hole() -> BlackHole:
+def start_black_hole(host: str = "127.0.0.1", port: Optional[int] = None) -> BlackHole:
     """A server that never answers (for timeouts); call .stop()."""
-    return BlackHole()
+    return BlackHole(host, port)
 
 
 @pytest.fixture
