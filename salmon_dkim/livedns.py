@@ -37,7 +37,8 @@ class LiveResolver:
         if nameservers:
             self._resolver.nameservers = list(nameservers)
         self._resolver.port = port
-        self._resolver.timeout = timeout
+        # Each of the first three nameservers gets its share, so a dead first one does not use it all.
+        self._resolver.timeout = timeout / max(1, min(3, len(self._resolver.nameservers)))
         self._resolver.lifetime = timeout
         self._resolver.use_edns(0, 0, EDNS_PAYLOAD)
 

@@ -4,7 +4,7 @@ import time
 import dns.message
 import pytest
 
-from dnsserver import (LONG, LONG_TEXT, MISSING, MULTI, NO_TXT, PLAIN, REFUSED, SERVFAIL,  # noqa: F401
+from dnsserver import (LONG, BlackHole, LONG_TEXT, MISSING, MULTI, NO_TXT, PLAIN, REFUSED, SERVFAIL,  # noqa: F401
                        black_hole, dns_server, dns_server_factory, keys_dns_server)
 from salmon_dkim.cache import TTLCache
 from salmon_dkim.dns import NoRecord, TemporaryDNSError, ZoneResolver
@@ -80,6 +80,12 @@ def test_silent_server_gives_a_temporary_error_within_the_timeout(black_hole):
     with pytest.raises(TemporaryDNSError, match=f"{PLAIN}: no answer within 0.5 s"):
         black_hole.resolver(timeout=0.5).txt(PLAIN)
     assert time.monotonic() - started < 3  # a bound on correctness, not a benchmark
+
+
+def test_next_nameserver_is_asked_when_the_first_is_silent(dns_server):
+    with BlackHole("127.0.0.2", dns_server.port):
+        resolver = LiveResolver(["127.0.0.2", "127.0.0.1"], dns_server.port, timeout=1)
+        assert resolver.txt(PLAIN) == [b"v=DKIM1; k=rsa; p=plain"]
 
 
 def test_nameserver_not_running_gives_a_temporary_error(dns_server):
