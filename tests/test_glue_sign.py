@@ -1,0 +1,154 @@
+"""Signing in Salmon: @dkim_sign and SigningRelay, end to end into an SMTP sink on 127.0.0.1."""
+import re
+import smtplib
+from types import SimpleNamespace
+
+import pytest
+
+import peers
+from conftest import message
+from salmonserver import ZONE, SMTPSink, start_dkim_app
+from salmon import mail
+from salmon.server import SMTPError
+from salmon_dkim.config import load_settings
+from salmon_dkim.decorators import dkim_sign
+from salmon_dkim.dns import ZoneResolver
+from salmon_dkim.relay import SigningRelay
+from salmon_dkim.sign import SigningError
+from salmon_dkim.verify import Verifier
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with start_dkim_app(tmp_path_factory.mktemp("sign")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def verifier(app):
+    return Verifier(load_settings(app.configs["main"]), ZoneResolver(ZONE))
+
+
+def submit(app, rcpt, data, sender="alice@example.com"):
+    with app.submission() as client:
+        return client.sendmail(sender, [rcpt], data)
+
+
+def split_signature(received: bytes, sent: bytes) -> bytes:
+    """What was put above the submitted bytes; fails unless they arrived unchanged below it."""
+    assert received.endswith(sent)
+    added = received[:len(received) - len(sent)]
+    assert re.fullmatch(rb"DKIM-Signature:[^\r]*\r\n(?:[ \t][^\r]*\r\n)*", added), added
+    return added
+
+
+def assert_verifies(verifier, data: bytes, domain="example.com"):
+    results = verifier.verify(data).results
+    assert [(r.result, r.domain) for r in results] == [("pass", domain)], results
+    if peers.have_opendkim():
+        assert peers.opendkim_verify(data, ZONE) == "pass"
+    if peers.have_mail_dkim():
+        assert peers.mail_dkim_verify(data, ZONE) == ["pass"]
+
+
+def test_submitted_message_arrives_signed_verifiable_and_byte_for_byte_below_the_signature(app, verifier):
+    sent = message("plain.eml")
+    assert b"\r\n.a line that starts with a dot\r\n" in sent
+    submit(app, "plain@remote.example", sent)
+    received = app.sink.received("plain")
+    assert b"d=example.com" in split_signature(received, sent)
+    assert_verifies(verifier, received)
+    assert app.sink.envelope("plain") == {"from": "alice@example.com", "to": "plain@remote.example"}
+
+
+@pytest.mark.parametrize("name", ["utf8-folded.eml", "multipart.eml", "empty-body.eml"])
+def test_other_messages_arrive_signed_and_unchanged(app, verifier, name):
+    local = "msg-" + name.split(".")[0]
+    submit(app, local + "@remote.example", message(name))
+    received = app.sink.received(local)
+    split_signature(received, message(name))
+    assert verifier.verify(received).passed
+
+
+def test_lf_only_submission_is_signed_and_sent_with_crlf(app, verifier):
+    sent = message("lf-only.eml")
+    assert b"\r\n" not in sent
+    submit(app, "lf@remote.example", sent)
+    received = app.sink.received("lf")
+    # smtplib ends bytes that do not end in CRLF with one: the receiver keeps what it got
+    split_signature(received, sent.replace(b"\n", b"\r\n") + b"\r\n")
+    assert_verifies(verifier, received)
+
+
+def test_other_domain_is_signed_with_its_own_key(app, verifier):
+    sent = message("plain.eml").replace(b"alice@example.com", b"olga@example.org")
+    submit(app, "org@remote.example", sent, sender="olga@example.org")
+    assert b"d=example.org; s=s2048" in split_signature(app.sink.received("org"), sent)
+    assert_verifies(verifier, app.sink.received("org"), domain="example.org")
+
+
+def test_domain_without_a_key_goes_out_unsigned_and_the_log_says_why(app):
+    sent = message("plain.eml").replace(b"alice@example.com", b"carol@nokey.example").replace(
+        b"<lunch-1@example.com>", b"<nokey-1@nokey.example>")
+    submit(app, "nokey@remote.example", sent, sender="carol@nokey.example")
+    assert app.sink.received("nokey") == sent
+    unsigned = [e for e in app.activity_entries()
+                if e["event"] == "unsigned" and e.get("message_id") == "<nokey-1@nokey.example>"]
+    assert len(unsigned) == 1 and "nokey.example" in unsigned[0]["reason"]
+
+
+def test_signing_relay_signs_a_received_message_as_received(app, verifier):
+    sent = message("plain.eml")
+    submit(app, "relayed@relay.example", sent)
+    split_signature(app.sink.received("relayed"), sent)
+    assert_verifies(verifier, app.sink.received("relayed"))
+
+
+def test_signing_relay_sends_a_change_made_through_the_mailrequest_signed(app, verifier):
+    submit(app, "listed@list.example", message("plain.eml"))
+    received = app.sink.received("listed")
+    assert b"\r\nX-Mailing-List: tests@list.example\r\n" in received
+    assert_verifies(verifier, received)
+
+
+def test_mailresponse_gets_date_and_message_id_then_is_signed(app, verifier):
+    submit(app, "replied@reply.example", message("plain.eml"))
+    received = app.sink.received("replied")
+    headers = received.split(b"\r\n\r\n", 1)[0]
+    assert re.search(rb"\r\nDate: [^\r]+ GMT\r\n", headers)
+    assert re.search(rb"\r\nMessage-I[dD]: <[^>]+@example\.com>\r\n", headers)
+    signed_names = re.search(rb"[;\s]h=([^;]+)", headers).group(1).lower()
+    assert b"date" in signed_names and b"message-id" in signed_names
+    assert_verifies(verifier, received)
+
+
+def test_unauthenticated_session_cannot_relay_through_the_outbound_route(app):
+    with app.smtp() as client:
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail("alice@example.com", ["spam@remote.example"], message("plain.eml"))
+    assert refused.value.smtp_code == 550
+    assert not app.sink.has("spam")
+
+
+class FailingSigner:
+    def sign(self, message, **kwargs):
+        raise SigningError("example.com/s1.key: cannot be read")
+
+
+def test_relay_raises_on_signing_error_and_sends_nothing(tmp_path):
+    with SMTPSink(tmp_path / "sink") as sink:
+        relay = SigningRelay("127.0.0.1", sink.port, signer=FailingSigner())
+        with pytest.raises(SigningError):
+            relay.deliver(mail.MailResponse(To="nobody@remote.example", From="alice@example.com",
+                                            Subject="x", Body="y"))
+        assert list((tmp_path / "sink").iterdir()) == []
+
+
+def test_dkim_sign_failure_answers_451_and_skips_the_handler():
+    called = []
+    handler = dkim_sign(SimpleNamespace(signer=FailingSigner()))(lambda message: called.append(1))
+    request = mail.MailRequest(("127.0.0.1", 1), "alice@example.com", "bob@remote.example",
+                               message("plain.eml"))
+    with pytest.raises(SMTPError) as failed:
+        handler(request)
+    assert failed.value.code == 451 and called == []
