@@ -50,6 +50,7 @@ _DOMAIN = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9
                      r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
 _DIGITS = re.compile(rb"[0-9]{1,76}")
+_SIMPLE_FROM = re.compile(rb"[ \t]*(?:[\w .'-]*<[\w.+-]+@([\w.-]+)>|[\w.+-]+@([\w.-]+))[ \t]*\r\n")
 _CRYPTO_HASHES = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
 
 
@@ -202,10 +203,14 @@ def author_domain(headers: List[Header]) -> Optional[str]:
     values = [v for n, v in headers if n.strip(b" \t").lower() == b"from"]
     if len(values) != 1 or len(values[0]) > 2000:
         return None
-    addresses = [a for _, a in email.utils.getaddresses([values[0].decode("utf-8", "replace")]) if a]
-    if len(addresses) != 1 or "@" not in addresses[0]:
-        return None
-    domain = addresses[0].rpartition("@")[2].strip().lower().rstrip(".")
+    simple = _SIMPLE_FROM.fullmatch(values[0])
+    if simple:  # the usual "Name <a@b>" or "a@b": email.utils is slow, a third of a 3 KB verify
+        domain = (simple.group(1) or simple.group(2)).decode("ascii", "replace").lower().rstrip(".")
+    else:
+        addresses = [a for _, a in email.utils.getaddresses([values[0].decode("utf-8", "replace")]) if a]
+        if len(addresses) != 1 or "@" not in addresses[0]:
+            return None
+        domain = addresses[0].rpartition("@")[2].strip().lower().rstrip(".")
     return domain if _DOMAIN.fullmatch(domain) else None
 
 

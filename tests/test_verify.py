@@ -359,6 +359,8 @@ def test_signatures_beyond_max_signatures_are_counted_not_checked(signed, zone):
 @pytest.mark.parametrize("from_line, domain", [
     (b"From: Alice Example <alice@Example.COM>", "example.com"),
     (b"From: alice@example.com", "example.com"),
+    (b'From: "Example, Inc." <news@Example.com.>', "example.com"),
+    (b"From: Alice\r\n <alice@example.com>", "example.com"),
     (b"From: a@example.com, b@example.org", None),
     (b"From: undisclosed", None),
 ])
