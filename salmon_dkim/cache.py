@@ -224,7 +224,9 @@ class TTLCache:
 
     def _check_cleared(self, force: bool = False) -> None:
         """Drop everything when `salmon-dkim cache --clear` rewrote the file (checked every few seconds)."""
-        if self.path is None or (not force and time.monotonic() - self._last_clear_check < self.flush_interval):
+        if self.path is None:
+            return
+        if not force and time.monotonic() - self._last_clear_check < self.flush_interval:
             return
         self._last_clear_check = time.monotonic()
         try:

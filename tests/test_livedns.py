@@ -4,8 +4,8 @@ import time
 import dns.message
 import pytest
 
-from dnsserver import (LONG, BlackHole, LONG_TEXT, MISSING, MULTI, NO_TXT, PLAIN, REFUSED, SERVFAIL,  # noqa: F401
-                       black_hole, dns_server, dns_server_factory, keys_dns_server)
+from dnsserver import (LONG, LONG_TEXT, MISSING, MULTI, NO_TXT, PLAIN, REFUSED, SERVFAIL, BlackHole,
+                       black_hole, dns_server, dns_server_factory, keys_dns_server)  # noqa: F401 (fixtures)
 from salmon_dkim.cache import TTLCache
 from salmon_dkim.dns import NoRecord, TemporaryDNSError, ZoneResolver
 from salmon_dkim.livedns import LiveResolver, negative_ttl
@@ -23,7 +23,8 @@ class Clock:
 
 
 def cached_resolver(server, clock=None, *, max_size=100, max_ttl=86400, negative_ttl=300):
-    return server.resolver(timeout=0.5, cache=TTLCache(max_size, max_ttl, negative_ttl, clock=clock or Clock()))
+    cache = TTLCache(max_size, max_ttl, negative_ttl, clock=clock or Clock())
+    return server.resolver(timeout=0.5, cache=cache)
 
 
 # -- answers --------------------------------------------------------------------
@@ -66,7 +67,8 @@ def test_invalid_name_is_no_record(dns_server):
 
 
 def test_servfail_is_a_temporary_error(dns_server):
-    with pytest.raises(TemporaryDNSError, match=f"{SERVFAIL}: .*127.0.0.1:{dns_server.port} answered SERVFAIL"):
+    expected = f"{SERVFAIL}: .*127.0.0.1:{dns_server.port} answered SERVFAIL"
+    with pytest.raises(TemporaryDNSError, match=expected):
         dns_server.resolver().txt(SERVFAIL)
 
 

@@ -106,7 +106,8 @@ def cache(config_file: Optional[str], clear: bool, full: bool) -> None:
         return
     entries = _read(path)
     if entries is None:
-        _stop(0, f"Nothing cached yet: {path} does not exist (the server writes it once it caches an answer).")
+        _stop(0, f"Nothing cached yet: {path} does not exist "
+                 "(the server writes it once it caches an answer).")
     if not entries:
         _stop(0, f"The DNS cache is empty ({path}).")
     click.echo(f"{len(entries)} cached answers in {path}")
