@@ -249,12 +249,12 @@ class Verifier:
         self.keys = KeyCache()
 
     def verify(self, message: bytes) -> VerificationReport:
-        """Check every signature of the received bytes; never raises on message content."""
-        try:
-            report = self._verify(message)
-        except Exception as exc:  # last resort: the message must not be lost over our bug
-            log.exception("DKIM verification failed unexpectedly")
-            report = VerificationReport(unverified_reason=f"internal error: {type(exc).__name__}: {exc}")
+        """Check every signature of the received bytes; never raises on message content.
+
+        A bug inside one signature's check makes that signature ``permerror``; anything
+        else that escapes is a bug for the caller's InternalErrorAction.
+        """
+        report = self._verify(message)
         if self.activity is not None:
             self._record(message, report)
         return report
@@ -277,7 +277,11 @@ class Verifier:
         domain = author_domain(headers)
         adsp = reason = None
         if self.options.adsp:
-            adsp, reason = adsp_check.evaluate(domain, results, resolver)
+            try:
+                adsp, reason = adsp_check.evaluate(domain, results, resolver)
+            except Exception as exc:  # as for a signature: our bug must not cost the message
+                log.exception("ADSP check of %s: internal error", domain)
+                adsp, reason = "permerror", f"internal error: {type(exc).__name__}: {exc}"
         return VerificationReport(results, max(0, len(signatures) - cap), domain, adsp, reason)
 
     def _unverified(self, data: bytes, result: str, reason: str) -> VerificationReport:
