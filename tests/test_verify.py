@@ -70,7 +70,8 @@ def extra_zone(tmp_path_factory, lines):
     return path
 
 
-S1, ED1, ORG, WEAK1024 = published_p("s1"), published_p("ed1"), published_p("s2048", "example.org"), published_p("weak1024")
+S1, ED1, WEAK1024 = published_p("s1"), published_p("ed1"), published_p("weak1024")
+ORG = published_p("s2048", "example.org")
 RECORDS = {  # selector -> key record, all under example.com
     "hsha1": f"v=DKIM1; k=rsa; h=sha1; p={S1}",
     "hboth": f"v=DKIM1; k=rsa; h=sha1:sha256; p={S1}",
