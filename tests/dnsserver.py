@@ -17,6 +17,8 @@ What a ``DNSServer`` answers:
   (its last two labels): NXDOMAIN; ``NO_TXT`` has an A record only (NOERROR, no TXT);
 - any name under ``SERVFAIL_DOMAIN``: SERVFAIL (dnsmasq fails DNSSEC validation
   of that domain against a second, unsigned dnsmasq);
+- any name under ``SOA_DOMAIN`` (e.g. ``SOA_MISSING``): NXDOMAIN with an SOA whose
+  minimum is ``SOA_NEGATIVE_TTL`` (from the second dnsmasq, authoritative for it);
 - any other name, e.g. ``REFUSED``: REFUSED (dnsmasq has no upstream).
 
 A record is a ``str``/``bytes`` (split into 255-byte strings), a ``Strings(...)``
@@ -46,6 +48,8 @@ KEYS_ZONE = Path(__file__).with_name("data") / "keys" / "keys.zone"
 
 LOCAL_DOMAIN = "example.test"
 SERVFAIL_DOMAIN = "servfail.test"
+SOA_DOMAIN = "soa.test"
+SOA_NEGATIVE_TTL = 20
 PLAIN = "plain.example.test"
 MULTI = "multi.example.test"
 LONG = "long.example.test"
@@ -53,6 +57,7 @@ MISSING = "missing.example.test"
 NO_TXT = "a-only.example.test"
 SERVFAIL = "key.servfail.test"
 REFUSED = "elsewhere.invalid"
+SOA_MISSING = "missing.soa.test"
 
 # Longer than dnsmasq's largest UDP answer (EDNS 1232 bytes): it only arrives over TCP.
 LONG_TEXT = "v=DKIM1; k=rsa; p=" + "A" * 2000
@@ -216,9 +221,11 @@ class DNSServer:
 
     # -- life cycle ----------------------------------------------------------
     def start(self) -> None:
-        # The "unsigned" upstream: the front server's DNSSEC check of SERVFAIL_DOMAIN fails on it.
+        # Authoritative and unsigned: the front server's DNSSEC check of SERVFAIL_DOMAIN fails on it.
         upstream = _base_options(self._upstream_port) + [
-            f"local=/{SERVFAIL_DOMAIN}/", f"txt-record={SERVFAIL},unsigned"]
+            "auth-server=ns.test,127.0.0.1", f"auth-zone={SERVFAIL_DOMAIN}", f"auth-zone={SOA_DOMAIN}",
+            f"auth-ttl={SOA_NEGATIVE_TTL}", f"auth-soa=1,hostmaster.{SOA_DOMAIN},1200,180,1209600",
+            f"txt-record={SERVFAIL},unsigned"]
         try:
             self._processes.append(_Dnsmasq(self.workdir, "upstream", self._upstream_port, upstream))
             self._processes.append(_Dnsmasq(self.workdir, "server", self.port, self._options()))
@@ -248,10 +255,11 @@ class DNSServer:
     def _options(self) -> List[str]:
         domains = {LOCAL_DOMAIN, *self.local_domains}
         domains.update(".".join(n.split(".")[-2:]) for n in self.records)
-        domains.discard(SERVFAIL_DOMAIN)
+        domains -= {SERVFAIL_DOMAIN, SOA_DOMAIN}
         options = _base_options(self.port) + [
             f"local-ttl={self.ttl}", f"host-record={NO_TXT},127.0.0.1",
-            f"server=/{SERVFAIL_DOMAIN}/127.0.0.1#{self._upstream_port}", "dnssec",
+            f"server=/{SERVFAIL_DOMAIN}/127.0.0.1#{self._upstream_port}",
+            f"server=/{SOA_DOMAIN}/127.0.0.1#{self._upstream_port}", "dnssec",
             "trust-anchor=.,20326,8,2,E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D",
             f"trust-anchor={SERVFAIL_DOMAIN},12345,8,2,{'AB' * 32}"]
         options += [f"local=/{d}/" for d in sorted(domains)]
@@ -321,7 +329,7 @@ def start_black_hole(host: str = "127.0.0.1", port: Optional[int] = None) -> Bla
 
 @pytest.fixture
 def dns_server() -> Iterator[DNSServer]:
-    """dnsmasq serving TEST_RECORDS (PLAIN, MULTI, LONG; MISSING, NO_TXT, SERVFAIL, REFUSED fail)."""
+    """dnsmasq serving TEST_RECORDS (PLAIN, MULTI, LONG; MISSING, NO_TXT, SOA_MISSING, SERVFAIL, REFUSED fail)."""
     with start_dns_server() as server:
         yield server
 
