@@ -4,8 +4,9 @@ import time
 import dns.message
 import pytest
 
-from dnsserver import (LONG, LONG_TEXT, MISSING, MULTI, NO_TXT, PLAIN, REFUSED, SERVFAIL, BlackHole,
-                       black_hole, dns_server, dns_server_factory, keys_dns_server)  # noqa: F401 (fixtures)
+from dnsserver import (LONG, LONG_TEXT, MISSING, MULTI, NO_TXT, PLAIN, REFUSED, SERVFAIL, SOA_MISSING,
+                       SOA_NEGATIVE_TTL, BlackHole, black_hole, dns_server, dns_server_factory,
+                       keys_dns_server)  # noqa: F401 (fixtures)
 from salmon_dkim.cache import TTLCache
 from salmon_dkim.dns import NoRecord, TemporaryDNSError, ZoneResolver
 from salmon_dkim.livedns import LiveResolver, negative_ttl
@@ -140,6 +141,20 @@ def test_missing_name_is_cached_for_negative_ttl(dns_server):
     clock.advance(60)
     with pytest.raises(TemporaryDNSError):
         resolver.txt(MISSING)
+
+
+def test_missing_name_is_cached_for_the_soa_minimum_when_shorter(dns_server):
+    clock = Clock()
+    resolver = cached_resolver(dns_server, clock, negative_ttl=300)
+    with pytest.raises(NoRecord):
+        resolver.txt(SOA_MISSING)
+    dns_server.stop()
+    clock.advance(SOA_NEGATIVE_TTL / 2)
+    with pytest.raises(NoRecord, match="cached"):
+        resolver.txt(SOA_MISSING)
+    clock.advance(SOA_NEGATIVE_TTL / 2)
+    with pytest.raises(TemporaryDNSError):
+        resolver.txt(SOA_MISSING)
 
 
 def test_temporary_error_is_not_cached(dns_server):
