@@ -33,11 +33,10 @@ import logging
 import re
 from typing import Optional
 
-from salmon import encoding
 from salmon.server import SMTPError
 
 from salmon_dkim import authresults, receivers
-from salmon_dkim.canon import to_crlf
+from salmon_dkim.receivers import message_bytes, replace_data
 from salmon_dkim.policy import Outcome, Session, decide, exempt
 
 LOG = logging.getLogger("salmon_dkim.decorators")
@@ -47,28 +46,6 @@ TEMPFAIL_TEXT = "4.3.0 DKIM processing failed; try again later"
 
 class InternalError(Exception):
     """Our own code failed on a message (not the message's fault, not the handler's)."""
-
-
-def message_bytes(message) -> bytes:
-    """``message.Data`` as CRLF bytes (a queue may hand Salmon str or LF-only text)."""
-    data = message.Data
-    if isinstance(data, str):
-        data = data.encode("utf-8", "surrogateescape")
-    return to_crlf(data)
-
-
-def replace_data(message, data: bytes) -> None:
-    """Make ``data`` the message: ``message.Data`` and the parsed headers/body agree again."""
-    message.Data = data
-    if not hasattr(message, "base"):
-        return
-    base = encoding.from_string(data)
-    # as MailRequest.__init__ does
-    if "from" not in base and getattr(message, "From", None):
-        base["from"] = message.From
-    if "to" not in base and getattr(message, "To", None):
-        base["to"] = message.To
-    message.base = base
 
 
 def session_of(message, settings) -> Session:
@@ -238,6 +215,8 @@ def dkim_sign(func=None, context=None):
 
     ``@dkim_sign``, ``@dkim_sign()`` or ``@dkim_sign(context)``.  Relay the
     message with a :class:`salmon_dkim.relay.SigningRelay`, which sends
-    ``message.Data`` unchanged (Salmon's Relay would re-serialise it).
+    ``message.Data`` unchanged (Salmon's Relay would re-serialise it).  A
+    handler that changes the message should not use it: the SigningRelay
+    alone signs after the last change.
     """
     return _decorator(apply_signing, func, context)

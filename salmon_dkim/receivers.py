@@ -30,14 +30,15 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
-import socket
+import socket as socket_module
 import threading
 from typing import Optional
 
-from salmon import mail, routing
+from salmon import encoding, mail, routing
 from salmon import server as salmon_server
 from salmon._vendor import asyncore, smtpd
 
+from salmon_dkim.canon import to_crlf
 from salmon_dkim.policy import Session
 
 LOG = logging.getLogger("salmon_dkim.receivers")
@@ -64,6 +65,53 @@ def unstuff(raw: bytes) -> bytes:
     return _STUFFED.sub(b"\r\n", raw)[2:] + b"\r\n"
 
 
+# -- MailRequest: its bytes and its parsed form ------------------------------------
+
+def message_bytes(message) -> bytes:
+    """``message.Data`` as CRLF bytes (a queue may hand Salmon str or LF-only text)."""
+    data = message.Data
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogateescape")
+    return to_crlf(data)
+
+
+def _header_fields(message) -> list:
+    return list(message.base.mime_part.items())
+
+
+def replace_data(message, data: bytes) -> None:
+    """Make ``data`` the message: ``message.Data`` and the parsed headers/body agree again."""
+    message.Data = data
+    if not hasattr(message, "base"):
+        return
+    base = encoding.from_string(data)
+    # as MailRequest.__init__ does
+    if "from" not in base and getattr(message, "From", None):
+        base["from"] = message.From
+    if "to" not in base and getattr(message, "To", None):
+        base["to"] = message.To
+    message.base = base
+    message.parsed_fields = _header_fields(message)
+
+
+def request(peer, mailfrom, rcpt, data: bytes) -> mail.MailRequest:
+    """A MailRequest that remembers its parsed header fields (see :func:`headers_changed`)."""
+    message = mail.MailRequest(peer, mailfrom, rcpt, data)
+    message.parsed_fields = _header_fields(message)
+    return message
+
+
+def headers_changed(message: mail.MailRequest) -> bool:
+    """Whether a handler changed the headers through the MailRequest (``message["X"] = ...``) since
+    ``message.Data`` was parsed; then ``str(message)``, not ``Data``, is what it means to send."""
+    before = getattr(message, "parsed_fields", None)
+    if before is None:  # made elsewhere (Salmon's receivers, a queue): parse Data again
+        before = _header_fields(mail.MailRequest(message.Peer, message.From, message.To, message.Data))
+    return _header_fields(message) != before
+
+
+# -- who sent it ----------------------------------------------------------------------
+
 def _in(ip: Optional[str], networks) -> bool:
     if not ip or not networks:
         return False
@@ -71,6 +119,7 @@ def _in(ip: Optional[str], networks) -> bool:
         address = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
         return False
+    address = getattr(address, "ipv4_mapped", None) or address  # ::ffff:192.0.2.1 on dual-stack sockets
     return any(address in net for net in networks)
 
 
@@ -143,9 +192,15 @@ class _DataChannel(salmon_server.SMTPChannel):
             self.push("552 5.3.4 Error: Too much mail data")
             return
         data = unstuff(raw)
-        session = self.session(data)
-        replies = [self.smtp_server.deliver(self.peer, self.mailfrom, rcpt, data, session, self)
-                   for rcpt in self.recipients_for_replies()]
+        recipients = self.recipients_for_replies()
+        try:
+            session = self.session(data)
+        except Exception:  # noqa: BLE001 (ours: the client retries, the message is not lost)
+            LOG.exception("cannot work out the session of a message from %r", self.peer)
+            replies = ["451 4.3.0 Temporary failure; try again later"] * len(recipients)
+        else:
+            replies = [self.smtp_server.deliver(self.peer, self.mailfrom, rcpt, data, session, self)
+                       for rcpt in recipients]
         self._set_post_data_state()
         for reply in replies:
             self.push(reply or self.ok_reply)
@@ -222,26 +277,51 @@ class _Receiver(smtpd.SMTPServer):
     kind = "SMTP"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8825, *, role: str = "mx",
-                 settings=None, data_size_limit: int = smtpd.DATA_SIZE_DEFAULT):
+                 settings=None, data_size_limit: int = smtpd.DATA_SIZE_DEFAULT,
+                 socket: Optional[str] = None):
         if role not in ROLES:
             raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
         self.host, self.port, self.role, self.settings = host, port, role, settings
-        smtpd.SMTPServer.__init__(self, (host, port), None, data_size_limit=data_size_limit)
-        if port == 0:
-            self.port = self.socket.getsockname()[1]
+        self.path = socket
+        if socket is None:
+            smtpd.SMTPServer.__init__(self, (host, port), None, data_size_limit=data_size_limit)
+            self.port = self.socket.getsockname()[1]  # the kernel's choice when port was 0
+        else:
+            self._listen_unix(socket, data_size_limit)
 
-    def handle_accepted(self, conn: socket.socket, addr):
+    def _listen_unix(self, path: str, data_size_limit: int) -> None:
+        """What smtpd.SMTPServer.__init__ does, on a UNIX socket (LMTP from a local MTA)."""
+        self._localaddr, self._remoteaddr = path, None
+        self.data_size_limit, self.enable_SMTPUTF8, self._decode_data = data_size_limit, False, False
+        asyncore.dispatcher.__init__(self)
+        try:
+            self.create_socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+            self.bind(path)
+            self.listen(5)
+        except BaseException:
+            self.close()
+            raise
+
+    def handle_accepted(self, conn: socket_module.socket, addr):
         self.channel_class(self, conn, addr, self.data_size_limit, self._map)
 
     def start(self) -> None:
         """Listen; mail is handled in the one shared asyncore thread."""
-        LOG.info("%s receiver (%s) started on %s:%d", self.kind, self.role, self.host, self.port)
+        LOG.info("%s receiver (%s) started on %s", self.kind, self.role, self.address)
         self.poller = start_loop()
+
+    @property
+    def address(self) -> str:
+        return self.path or f"{self.host}:{self.port}"
+
+    def handle_error(self):
+        # asyncore would close the listening socket: keep serving, as Salmon's receivers do
+        LOG.exception("error accepting a connection on %s; still listening", self.address)
 
     def deliver(self, peer, mailfrom, rcpt, data: bytes, session: Session, channel) -> Optional[str]:
         """Route one message; the reply line, or None for 250."""
         try:
-            message = mail.MailRequest(peer, mailfrom, rcpt, data)
+            message = request(peer, mailfrom, rcpt, data)
             message.session = session
             LOG.debug("message from %r (%s), From: %r, To: %r", peer, session.role, mailfrom, rcpt)
             routing.Router.deliver(message)
@@ -262,7 +342,7 @@ class _Receiver(smtpd.SMTPServer):
         raise NotImplementedError("mail arrives through the channel's deliver()")
 
     def __repr__(self):
-        return f"<{type(self).__name__} {self.role} on {self.host}:{self.port}>"
+        return f"<{type(self).__name__} {self.role} on {self.address}>"
 
 
 class SMTPReceiver(_Receiver):
@@ -272,7 +352,7 @@ class SMTPReceiver(_Receiver):
 
 
 class LMTPReceiver(_Receiver):
-    """LMTP listener giving handlers exact bytes and the session."""
+    """LMTP listener (TCP, or a UNIX socket with ``socket=PATH``) giving handlers exact bytes and the session."""
 
     channel_class = LMTPChannel
     kind = "LMTP"

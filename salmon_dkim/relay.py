@@ -36,7 +36,7 @@ from salmon import mail
 from salmon.server import Relay
 
 from salmon_dkim.canon import to_crlf
-from salmon_dkim.decorators import message_bytes
+from salmon_dkim.receivers import headers_changed, message_bytes
 
 LOG = logging.getLogger("salmon_dkim.relay")
 
@@ -51,12 +51,6 @@ def stamp(message: mail.MailResponse) -> None:
         message["Message-ID"] = email.utils.make_msgid(domain=domain)
 
 
-def _changed_through_api(message: mail.MailRequest) -> bool:
-    """Whether the parsed headers no longer match ``message.Data``."""
-    fresh = mail.MailRequest(message.Peer, message.From, message.To, message.Data)
-    return fresh.base.mime_part.items() != message.base.mime_part.items()
-
-
 def wire_bytes(message) -> bytes:
     """What goes on the wire for ``message``, before signing, with CRLF line endings."""
     if isinstance(message, bytes):
@@ -66,7 +60,7 @@ def wire_bytes(message) -> bytes:
     if isinstance(message, mail.MailResponse):
         stamp(message)
         return to_crlf(str(message).encode("utf-8", "surrogateescape"))
-    if isinstance(message, mail.MailRequest) and _changed_through_api(message):
+    if isinstance(message, mail.MailRequest) and headers_changed(message):
         LOG.info("headers of %r were changed through the MailRequest; sending str(message)", message)
         return to_crlf(str(message).encode("utf-8", "surrogateescape"))
     return message_bytes(message)
@@ -92,9 +86,11 @@ class SigningRelay(Relay):
 
     def signed_bytes(self, message, sender: Optional[str]) -> bytes:
         """The bytes ``deliver`` sends: signed here unless ``@dkim_sign`` signed them."""
-        if getattr(message, "dkim_signed", None) is not None and not (
-                isinstance(message, mail.MailRequest) and _changed_through_api(message)):
-            return message_bytes(message)
+        if getattr(message, "dkim_signed", None) is not None:
+            if not (isinstance(message, mail.MailRequest) and headers_changed(message)):
+                return message_bytes(message)
+            LOG.warning("%r was changed after @dkim_sign signed it: signing it again; "
+                        "leave the signing to the SigningRelay in handlers that change messages", message)
         return self.signer.sign(wire_bytes(message), sender=sender).message
 
     def deliver(self, message, To=None, From=None) -> None:
