@@ -40,7 +40,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator, Optional, Union
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -58,12 +58,25 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 15.0, process: Optional[subprocess.Popen] = None,
+def _connect(address: Union[int, Path]) -> socket.socket:
+    if isinstance(address, int):
+        return socket.create_connection((HOST, address), timeout=1)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(address))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def wait_for_port(port: Union[int, Path], timeout: float = 15.0, process: Optional[subprocess.Popen] = None,
                   log: Optional[Path] = None) -> None:
+    """Until something accepts connections on a TCP port of 127.0.0.1 (int) or a UNIX socket (Path)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.create_connection((HOST, port), timeout=1):
+            with _connect(port):
                 return
         except OSError:
             pass
@@ -265,6 +278,7 @@ class DKIMApp:
     smtp_port: int
     submission_port: int
     lmtp_port: int
+    lmtp_socket: Path
     spool: Path
     activity: Path
     configs: Dict[str, Path] = field(default_factory=dict)
@@ -279,7 +293,9 @@ class DKIMApp:
     def submission(self, **kwargs) -> smtplib.SMTP:
         return self.smtp(self.submission_port, **kwargs)
 
-    def lmtp(self, helo: str = "client.test") -> smtplib.LMTP:
+    def lmtp(self, helo: str = "client.test", unix: bool = False) -> smtplib.LMTP:
+        if unix:
+            return smtplib.LMTP(str(self.lmtp_socket), local_hostname=helo, timeout=15)
         return smtplib.LMTP(HOST, self.lmtp_port, local_hostname=helo, timeout=15)
 
     def stored(self, local_part: str) -> bytes:
@@ -344,15 +360,16 @@ def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0) -> Iterator[DKIMA
                                    verification="InternalErrorAction = accept"),
     }
     ports = {"smtp_port": free_port(), "submission_port": free_port(), "lmtp_port": free_port()}
+    lmtp_socket = workdir / "lmtp.sock"
     try:
         with SMTPSink(workdir / "sink") as sink:
             config = {"workdir": str(workdir), "spool": str(spool), "host": HOST,
-                      "sink_port": sink.port, **ports,
+                      "sink_port": sink.port, "lmtp_socket": str(lmtp_socket), **ports,
                       "configs": {name: str(path) for name, path in configs.items()}}
-            server = SalmonServer(APPS / "dkimapp", workdir, config, ports.values()).start()
+            server = SalmonServer(APPS / "dkimapp", workdir, config, [*ports.values(), lmtp_socket]).start()
             try:
                 yield DKIMApp(workdir, server, sink, spool=spool, activity=workdir / "activity.jsonl",
-                              configs=configs, **ports)
+                              configs=configs, lmtp_socket=lmtp_socket, **ports)
             finally:
                 server.stop()
     finally:

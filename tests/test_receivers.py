@@ -50,6 +50,14 @@ def test_lmtp_hands_salmon_the_exact_bytes_sent_with_dot_stuffing_undone(app, na
     assert app.stored(local) == sent
 
 
+def test_lmtp_on_a_unix_socket_hands_salmon_the_exact_bytes(app):
+    with app.lmtp(unix=True, helo="postfix.test") as client:
+        client.sendmail("alice@example.com", ["lmtp-unix@record.test"], DOTS)
+    assert app.stored("lmtp-unix") == DOTS
+    assert app.seen("lmtp-unix")["session"] == {
+        "peer_ip": None, "helo": "postfix.test", "authenticated": False, "role": "mx"}
+
+
 def test_first_line_stuffed_and_empty_message_over_raw_smtp(app):
     replies = talk(app.smtp_port, [b"EHLO raw.test\r\n", b"MAIL FROM:<a@example.com>\r\n",
                                    b"RCPT TO:<raw-first@record.test>\r\n", b"DATA\r\n",

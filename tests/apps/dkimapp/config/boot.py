@@ -37,7 +37,8 @@ settings.relay = dkim.relay(**settings.relay_config)
 settings.receiver = Receivers(
     SMTPReceiver(settings.host, settings.smtp_port),
     SMTPReceiver(settings.host, settings.submission_port, role="submission"),
-    LMTPReceiver(settings.host, settings.lmtp_port))
+    LMTPReceiver(settings.host, settings.lmtp_port),
+    LMTPReceiver(socket=settings.lmtp_socket))
 
 Router.defaults(**settings.router_defaults)
 Router.load(settings.handlers)

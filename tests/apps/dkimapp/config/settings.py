@@ -10,6 +10,7 @@ host = _test["host"]
 smtp_port = _test["smtp_port"]
 submission_port = _test["submission_port"]
 lmtp_port = _test["lmtp_port"]
+lmtp_socket = _test["lmtp_socket"]
 relay_config = {"host": host, "port": _test["sink_port"]}
 configs = _test["configs"]  # context name -> INI file; "main" is the installed one
 
