@@ -85,7 +85,10 @@ def _authserv_id(value: bytes) -> bytes:
 
 
 def remove_ours(message: bytes, authserv_id: str) -> bytes:
-    """The message without Authentication-Results headers whose authserv-id is ours; all else byte for byte."""
+    """The message without Authentication-Results headers whose authserv-id is ours.
+
+    Every other byte is kept as it was, line endings included.
+    """
     ours = authserv_id.strip().lower().encode("utf-8")
     if message.startswith((b"\r\n", b"\n")):
         return message

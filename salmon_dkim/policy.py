@@ -98,13 +98,15 @@ def decide(report: Optional[VerificationReport], session: Session, settings) -> 
         temporary.append(None)
     if temporary and not report.passed:
         first = temporary[0]
-        where = f"DKIM key lookup for {first.domain} failed temporarily" if first else "ADSP lookup failed temporarily"
+        where = (f"DKIM key lookup for {first.domain} failed temporarily" if first
+                 else "ADSP lookup failed temporarily")
         if options.temperror_action == "accept":
             return Outcome("accept", None, "", total, False, f"{where}; accepted by TempErrorAction")
         return Outcome("tempfail", 451, f"4.4.3 {where}; try again later", total, False, summary)
     if report.adsp in ("fail", "discard") and options.adsp_action == "reject":
+        practice = "discardable" if report.adsp == "discard" else "all"
         return reject(f"5.7.22 No valid DKIM signature of the author domain {report.author_domain}, "
-                      f"which signs all its mail (ADSP dkim={'discardable' if report.adsp == 'discard' else 'all'})",
+                      f"which signs all its mail (ADSP dkim={practice})",
                       report.adsp_reason or f"ADSP {report.adsp}")
     failed = [r for r in report.results if r.result == "fail"]
     if options.reject_on_fail and failed and not report.passed:

@@ -319,7 +319,8 @@ class Verifier:
         now = int(self.clock())
         drift = self.options.clock_drift
         if sig.expiry is not None and now > sig.expiry + drift:
-            raise SignatureProblem("permerror", f"signature expired {now - sig.expiry} s ago (x={sig.expiry})")
+            raise SignatureProblem("permerror",
+                                   f"signature expired {now - sig.expiry} s ago (x={sig.expiry})")
         record = self._key(sig, resolver)
         shown.testing, shown.key_bits = record.testing, record.bits()
         self._check_body(sig, body, bodies)
@@ -345,7 +346,8 @@ class Verifier:
         except DNSError as exc:
             raise SignatureProblem("temperror", f"key lookup {name} failed: {exc}") from None
         if len(records) != 1:
-            raise SignatureProblem("permerror", f"{len(records)} TXT records at {name}; a key needs exactly one")
+            raise SignatureProblem("permerror",
+                                   f"{len(records)} TXT records at {name}; a key needs exactly one")
         try:
             record = self.keys.parse(sig.selector, sig.domain, records[0])
         except KeyRecordError as exc:
@@ -388,7 +390,8 @@ class Verifier:
                 if len(sig.signature) != 64:
                     raise SignatureProblem("fail", f"b= is {len(sig.signature)} bytes; an Ed25519 "
                                            "signature is 64")
-                key.verify(sig.signature, hashlib.sha256(data).digest())  # RFC 8463: Ed25519 over the SHA-256 hash
+                # RFC 8463: Ed25519 signs the SHA-256 hash of the data, not the data
+                key.verify(sig.signature, hashlib.sha256(data).digest())
             else:
                 raise SignatureProblem("permerror", "key is neither RSA nor Ed25519")
         except InvalidSignature:
@@ -401,7 +404,8 @@ class Verifier:
         if sig.hash_name == "sha1" and not options.allow_sha1:
             found.append("rsa-sha1 is not accepted (RFC 8301)")
         if sig.key_type == "rsa" and record.bits() < options.min_key_bits:
-            found.append(f"{record.bits()}-bit RSA key is under the {options.min_key_bits}-bit minimum (RFC 8301)")
+            found.append(f"{record.bits()}-bit RSA key is under the {options.min_key_bits}-bit minimum "
+                         "(RFC 8301)")
         if sig.length is not None and sig.length < body_length and not options.honor_body_length:
             found.append(f"l={sig.length} leaves {body_length - sig.length} body bytes unsigned")
         if record.hashes is not None and sig.hash_name not in record.hashes:

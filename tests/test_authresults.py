@@ -19,8 +19,9 @@ def header_for(*results, **fields):
 
 def test_pass_header_names_domain_selector_algorithm_and_b():
     header = header_for(sig("pass"))
-    assert header.replace("\r\n ", " ") == ("Authentication-Results: mx.example.net; dkim=pass header.d=example.com"
-                                            ' header.s=s1 header.a=rsa-sha256 header.b="AbCd+/12"\r\n')
+    assert header.replace("\r\n ", " ") == (
+        "Authentication-Results: mx.example.net; dkim=pass header.d=example.com"
+        ' header.s=s1 header.a=rsa-sha256 header.b="AbCd+/12"\r\n')
 
 
 def test_authres_reads_back_one_result_per_signature():
@@ -28,7 +29,8 @@ def test_authres_reads_back_one_result_per_signature():
                         sig("temperror", reason="timeout"))
     parsed = parse(header)
     assert parsed.authserv_id == ID
-    assert [(r.method, r.result) for r in parsed.results] == [("dkim", "pass"), ("dkim", "fail"), ("dkim", "temperror")]
+    assert [(r.method, r.result) for r in parsed.results] == [
+        ("dkim", "pass"), ("dkim", "fail"), ("dkim", "temperror")]
     assert parsed.results[1].reason == "body hash 'mismatch'"
     props = {(p.type, p.name): p.value for p in parsed.results[1].properties}
     assert props == {("header", "d"): "example.org", ("header", "s"): "s2048", ("header", "a"): "rsa-sha256",
@@ -46,7 +48,8 @@ def test_unverified_message_says_why_in_the_reason():
 
 
 def test_adsp_result_uses_the_rfc_5617_method_name():
-    parsed = parse(header_for(sig("fail"), author_domain="example.com", adsp="discard", adsp_reason="dkim=discardable"))
+    parsed = parse(header_for(sig("fail"), author_domain="example.com", adsp="discard",
+                              adsp_reason="dkim=discardable"))
     adsp = parsed.results[-1]
     assert (adsp.method, adsp.result, adsp.header_from) == ("dkim-adsp", "discard", "example.com")
 
@@ -62,8 +65,8 @@ def test_domainkeys_result_uses_its_own_method():
 
 
 def test_long_header_is_folded_under_78_characters_per_line():
-    results = [sig("fail", f"sub{i}.a-rather-long-domain-name.example.com", reason="signature mismatch: " + "x " * 60)
-               for i in range(6)]
+    results = [sig("fail", f"sub{i}.a-rather-long-domain-name.example.com",
+                   reason="signature mismatch: " + "x " * 60) for i in range(6)]
     header = header_for(*results)
     lines = header[:-2].split("\r\n")
     assert all(len(line) <= 78 for line in lines), max(lines, key=len)
@@ -72,7 +75,8 @@ def test_long_header_is_folded_under_78_characters_per_line():
 
 
 def test_unprintable_and_hostile_values_do_not_break_the_header():
-    header = header_for(sig("neutral", domain="ex ample;com", selector="s\x01", b="", reason="a\r\nb; c=d \x00"))
+    header = header_for(sig("neutral", domain="ex ample;com", selector="s\x01", b="",
+                            reason="a\r\nb; c=d \x00"))
     assert "\r\n" not in header[:-2].replace("\r\n ", "")
     parsed = parse(header)
     assert [(r.method, r.result) for r in parsed.results] == [("dkim", "neutral")]
@@ -126,5 +130,6 @@ def test_remove_ours_drops_the_last_header_without_leaving_an_extra_blank_line()
 
 def test_header_goes_on_top_in_the_message_line_ending_style():
     header = header_for(sig("pass"))
-    assert add_header_on_top(b"Subject: x\r\n\r\nbody\r\n", header) == header.encode() + b"Subject: x\r\n\r\nbody\r\n"
-    assert add_header_on_top(b"Subject: x\n\nbody\n", header).startswith(header.replace("\r\n", "\n").encode())
+    crlf_message, lf_message = b"Subject: x\r\n\r\nbody\r\n", b"Subject: x\n\nbody\n"
+    assert add_header_on_top(crlf_message, header) == header.encode() + crlf_message
+    assert add_header_on_top(lf_message, header) == header.replace("\r\n", "\n").encode() + lf_message

@@ -87,11 +87,13 @@ def test_reject_on_fail_answers_550_with_the_reason():
 
 
 def test_reject_on_fail_spares_a_message_with_another_passing_signature():
-    assert decide(report(sig("fail"), sig("pass", "example.org")), MX, settings(reject_on_fail=True)).action == "accept"
+    outcome = decide(report(sig("fail"), sig("pass", "example.org")), MX, settings(reject_on_fail=True))
+    assert outcome.action == "accept"
 
 
 def test_policy_and_permerror_are_not_fail():
-    outcome = decide(report(sig("policy"), sig("permerror"), sig("neutral")), MX, settings(reject_on_fail=True))
+    outcome = decide(report(sig("policy"), sig("permerror"), sig("neutral")), MX,
+                     settings(reject_on_fail=True))
     assert outcome.action == "accept"
 
 
@@ -101,7 +103,8 @@ def test_reject_closes_the_connection_when_configured():
 
 
 def test_score_at_the_threshold_is_rejected():
-    outcome = decide(report(sig("fail"), sig("fail", "example.org")), MX, settings(fail_score=2.5, reject_score=5.0))
+    outcome = decide(report(sig("fail"), sig("fail", "example.org")), MX,
+                     settings(fail_score=2.5, reject_score=5.0))
     assert (outcome.action, outcome.code, outcome.score) == ("reject", 550, 5.0)
     assert outcome.text == "5.7.1 DKIM score 5 reaches the reject threshold 5"
 

@@ -18,7 +18,8 @@ from salmon_dkim.dns import ZoneResolver
 from salmon_dkim.keys import zone_line
 from salmon_dkim.verify import RESULT_WORDS, Verifier
 
-pytestmark = pytest.mark.skipif(not have_mail_dkim(), reason="Mail::DKIM (libmail-dkim-perl) is not installed")
+pytestmark = pytest.mark.skipif(not have_mail_dkim(),
+                                reason="Mail::DKIM (libmail-dkim-perl) is not installed")
 
 NOW = 1795000000  # 2026-11-18
 RSA2048 = KEYS / "example.com.rsa2048.key"
@@ -51,12 +52,15 @@ print encode_json(\@out);
 
 def mail_dkim_sign_all(jobs):
     """Each job's message with a Mail::DKIM signature on top."""
-    payload = [{"message": base64.b64encode(j.get("message", PLAIN)).decode(), "key": str(j.get("key", RSA2048)),
+    payload = [{"message": base64.b64encode(j.get("message", PLAIN)).decode(),
+                "key": str(j.get("key", RSA2048)),
                 "domain": j.get("domain", "example.com"), "selector": j.get("selector", "s1"),
                 "algorithm": j.get("algorithm", "rsa-sha256"), "canon": j.get("canon", "relaxed/relaxed"),
                 "tags": {k: str(v) for k, v in j.get("tags", {}).items()}} for j in jobs]
-    proc = subprocess.run(["perl", "-e", _SIGNER], input=json.dumps(payload).encode(), capture_output=True, check=True)
-    return [crlf(sig.encode() + b"\n") + j.get("message", PLAIN) for sig, j in zip(json.loads(proc.stdout), jobs)]
+    proc = subprocess.run(["perl", "-e", _SIGNER], input=json.dumps(payload).encode(),
+                          capture_output=True, check=True)
+    return [crlf(sig.encode() + b"\n") + j.get("message", PLAIN)
+            for sig, j in zip(json.loads(proc.stdout), jobs)]
 
 
 def published_p(selector, domain="example.com") -> str:
@@ -198,7 +202,8 @@ def test_key_that_did_not_sign_fails(signed, zone):
 
 def test_b_value_of_the_wrong_length_for_the_key_fails(signed, zone):
     result = only(verify(signed["shortkey"], zone))
-    assert result.result == "fail" and result.reason == "b= is 256 bytes; a signature by this 1024-bit key is 128"
+    assert result.result == "fail"
+    assert result.reason == "b= is 256 bytes; a signature by this 1024-bit key is 128"
 
 
 def test_l_longer_than_the_body_fails(signed, zone):
@@ -310,7 +315,7 @@ def _edit(data: bytes, old: bytes, new: bytes) -> bytes:
     (b"d=example.com", b"d=com", "d=com is not a domain name"),
     (b"c=relaxed/relaxed", b"c=loose/relaxed", "c=loose/relaxed is not a canonicalization"),
     (b"h=from:", b"h=", "h= does not include From (RFC 6376 section 5.4)"),
-    (b"d=example.com;", b"d=example.com; i=alice@example.net;", "i=alice@example.net is not in d=example.com"),
+    (b"d=example.com;", b"d=example.com; i=a@example.net;", "i=a@example.net is not in d=example.com"),
     (b"d=example.com;", b"d=example.com; q=http/well-known;", "q=http/well-known does not offer dns/txt"),
     (b"d=example.com;", b"d=example.com; t=soon;", "t= is not a number"),
     (b"d=example.com;", b"d=example.com; l=-1;", "l= is not a number"),
@@ -425,12 +430,13 @@ def _hostile(signed):
         "only a signature": (sig, ["fail"]),
         "2 MB header": (b"X-Big: " + b"a" * 2_000_000 + b"\r\n" + signed["good"], ["pass"]),
         "1000 signatures": (sig * 1000 + PLAIN, ["pass"] * 5),
-        "100k tags": (b"DKIM-Signature: " + b"".join(b"t%d=1; " % i for i in range(100_000)) + b"\r\n" + PLAIN,
-                      ["neutral"]),
+        "100k tags": (b"DKIM-Signature: " + b"".join(b"t%d=1; " % i for i in range(100_000)) + b"\r\n"
+                      + PLAIN, ["neutral"]),
         "50k h= entries": (sig.replace(b"h=from:", b"h=" + b"from:" * 50_000) + PLAIN, ["fail"]),
         "empty signature": (b"DKIM-Signature:\r\n" + PLAIN, ["neutral"]),
         "only v=1": (b"DKIM-Signature: v=1\r\n" + PLAIN, ["neutral"]),
-        "huge t=": (sig.replace(b"d=example.com;", b"d=example.com; t=" + b"9" * 5000 + b";") + PLAIN, ["neutral"]),
+        "huge t=": (sig.replace(b"d=example.com;", b"d=example.com; t=" + b"9" * 5000 + b";") + PLAIN,
+                    ["neutral"]),
         "8-bit d=": (sig.replace(b"d=example.com", "d=exämple.com".encode()) + PLAIN, ["neutral"]),
         "300-char d=": (sig.replace(b"d=example.com", b"d=" + b"a." * 150 + b"com") + PLAIN, ["neutral"]),
         "NUL in signature": (sig.replace(b"s=s1", b"s=s\x001") + PLAIN, ["neutral"]),
@@ -441,8 +447,9 @@ def _hostile(signed):
     }
 
 
-HOSTILE_NAMES = ["empty", "random bytes", "random bytes after a signature", "binary body", "no header/body separator",
-                 "only a signature", "2 MB header", "1000 signatures", "100k tags", "50k h= entries",
+HOSTILE_NAMES = ["empty", "random bytes", "random bytes after a signature", "binary body",
+                 "no header/body separator", "only a signature", "2 MB header", "1000 signatures",
+                 "100k tags", "50k h= entries",
                  "empty signature", "only v=1", "huge t=", "8-bit d=", "300-char d=", "NUL in signature",
                  "line that is not a header", "starts with continuation", "bare CRs", "lone CR in body"]
 

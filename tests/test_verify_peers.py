@@ -6,8 +6,8 @@ never answers and from SERVFAIL, permerror from NXDOMAIN, pass over live DNS.
 import pytest
 from conftest import KEYS, MESSAGES
 from dnsserver import SERVFAIL_DOMAIN, black_hole, keys_dns_server  # noqa: F401 (fixtures)
-from peers import (crlf, have_mail_dkim, have_opendkim, mail_dkim_sign, mail_dkim_verify_many, opendkim_results,
-                   opendkim_sign)
+from peers import (crlf, have_mail_dkim, have_opendkim, mail_dkim_sign, mail_dkim_verify_many,
+                   opendkim_results, opendkim_sign)
 
 from salmon_dkim.config import Settings
 from salmon_dkim.dns import ZoneResolver
@@ -58,7 +58,8 @@ def test_mail_dkim_signatures_pass(mail_dkim_signed):
 @needs_mail_dkim
 def test_tampered_mail_dkim_messages_fail(mail_dkim_signed):
     for key, data in mail_dkim_signed.items():
-        for tampered, why in ((tamper_body(data), "body hash mismatch"), (tamper_subject(data), "signature mismatch")):
+        for tampered, why in ((tamper_body(data), "body hash mismatch"),
+                              (tamper_subject(data), "signature mismatch")):
             [result] = verify(tampered).results
             assert result.result == "fail" and why in result.reason, key
 
