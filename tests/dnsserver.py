@@ -27,8 +27,10 @@ A record is a ``str``/``bytes`` (split into 255-byte strings), a ``Strings(...)`
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -129,6 +131,14 @@ def records_from_zone(path: Union[str, Path] = KEYS_ZONE) -> Dict[str, List[Stri
     return records
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, even by SIGKILL (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _answers(port: int) -> bool:
     query = dns.message.make_query(f"ready.{LOCAL_DOMAIN}", "TXT")
     try:
@@ -150,7 +160,8 @@ class _Dnsmasq:
         args = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--log-facility=-"]
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(args + [f"--{option}" for option in options],
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                            preexec_fn=_die_with_parent)
         deadline = time.monotonic() + 5
         while not _answers(port):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -168,7 +179,7 @@ class _Dnsmasq:
 
 
 def _base_options(port: int) -> List[str]:
-    return [f"port={port}", "listen-address=127.0.0.1", "bind-interfaces", "user=root",
+    return [f"port={port}", "listen-address=127.0.0.1", "bind-interfaces", "user=root", "group=root",
             "pid-file=", "no-resolv", "no-hosts", "no-poll", "log-queries"]
 
 
