@@ -253,7 +253,7 @@ class Signer:
     def _skipped(self, address: Optional[str]) -> bool:
         if not address:
             return False
-        address = address.strip("<>").lower()
+        address = address.lower()
         domain = _address_domain(address)
         return any(entry in (address, domain, "@" + domain) for entry in self.signing.skip_senders)
 
@@ -279,6 +279,7 @@ class Signer:
         Raises SigningError only for a failure inside salmon-dkim.
         """
         message_id = None
+        sender = sender.strip().strip("<>").strip() or None if sender else None  # "<>": a bounce
         try:
             wire, headers, body = self._prepare(message)
             message_id = _message_id(headers)
@@ -289,11 +290,10 @@ class Signer:
                 raise _Unsigned(f"author {author} is in SkipSenders")
             entry = self.choose_keys(author, sender, domain)
             keys = self._load(entry)
+            signatures, infos = self._sign(headers, body, entry.domain, keys)
         except _Unsigned as reason:
             self.activity.record("unsigned", message_id=message_id, reason=str(reason))
             return SignResult(message, (), str(reason))
-        try:
-            signatures, infos = self._sign(headers, body, entry.domain, keys)
         except Exception as exc:
             log.exception("DKIM signing failed for %s", message_id)
             raise SigningError(f"signing failed ({type(exc).__name__}: {exc})") from exc

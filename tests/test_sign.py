@@ -270,3 +270,9 @@ def test_activity_sign_line_holds_no_key_material(signer, tmp_path):
     signer.sign(PLAIN)
     text = (tmp_path / "activity.jsonl").read_text()
     assert "PRIVATE" not in text and json.loads(text)["event"] == "sign"
+
+
+def test_sender_in_angle_brackets_finds_its_selector_and_null_sender_is_no_sender(keys_dir):
+    signer = make_signer(keys_dir, sender_selectors={"bob@example.org": "s2048"})
+    assert signer.sign(from_("bob@example.org"), sender="<bob@example.org>").signatures[0].selector == "s2048"
+    assert signer.sign(from_("bob@example.org"), sender="<>").signatures[0].selector == "s2048"
