@@ -2,13 +2,16 @@
 
 Plain use (any script)::
 
-    server = start_dns_server({"s1._domainkey.example.test": "v=DKIM1; p=..."})
-    server.resolver(timeout=1).txt("s1._domainkey.example.test")
-    server.stop()
+    with start_dns_server({"s1._domainkey.example.test": "v=DKIM1; p=..."}) as server:
+        server.resolver(timeout=1).txt("s1._domainkey.example.test")
+        server.ini()            # "[DNS]\nNameservers = 127.0.0.1\nPort = ...\n" for a salmon_dkim.ini
 
 In pytest, import the fixtures you use into your test module::
 
     from dnsserver import dns_server, dns_server_factory, keys_dns_server, black_hole
+
+    def test_key_is_found(keys_dns_server):
+        keys_dns_server.resolver().txt("s1._domainkey.example.com")
 
 What a ``DNSServer`` answers:
 
