@@ -16,6 +16,11 @@ above the handler, and keep its name and ``_salmon_settings``::
     def OUTBOUND(message, address=None, host=None):
         settings.relay.deliver(message)   # a SigningRelay sends the signed bytes as they are
 
+Handlers also find here the attributes the decorators set: ``message.dkim``
+(VerificationReport), ``message.dkim_outcome`` (policy Outcome),
+``message.dkim_signed`` (SignResult); and ``message_bytes(message)``, the
+bytes to store or pass on.
+
 Bare decorators use the context installed at boot (:func:`salmon_dkim.glue.install`),
 looked up when a message arrives.  ``message.session`` comes from
 :mod:`salmon_dkim.receivers`; with Salmon's stock receivers it is worked out
@@ -36,8 +41,11 @@ from typing import Optional
 from salmon.server import SMTPError
 
 from salmon_dkim import authresults, receivers
-from salmon_dkim.receivers import message_bytes, replace_data
 from salmon_dkim.policy import Outcome, Session, decide, exempt
+from salmon_dkim.receivers import message_bytes, replace_data
+
+__all__ = ["dkim_verify", "dkim_sign", "apply_verification", "apply_signing", "internal_failure",
+           "message_bytes", "replace_data", "session_of"]  # message_bytes, replace_data: from receivers
 
 LOG = logging.getLogger("salmon_dkim.decorators")
 
@@ -159,23 +167,24 @@ def _raise_for(outcome: Outcome) -> None:
 
 def _internal_error(message, context, exc: Exception) -> None:
     options = context.settings.verification
+    action = options.internal_error_action
     LOG.error("DKIM verification failed unexpectedly (%s: %s); InternalErrorAction = %s",
-              type(exc).__name__, exc, options.internal_error_action, exc_info=exc)
+              type(exc).__name__, exc, action, exc_info=exc)
     reason = f"internal error: {type(exc).__name__}: {exc}"
-    data = message_bytes(message)
-    context.activity.record("verify", message_id=_message_id(data), results=[],
-                            action="tempfail" if options.internal_error_action == "tempfail"
-                            else "accept", score=0.0, reason=reason)
-    if options.internal_error_action == "tempfail":
-        raise SMTPError(451, TEMPFAIL_TEXT) from exc
-    # accept: say so in the message, as RFC 8601 dkim=temperror
     try:
-        data = authresults.remove_ours(data, options.authserv_id)
-    except Exception:  # noqa: BLE001 (it may be what failed)
-        pass
-    header = (f"Authentication-Results: {options.authserv_id};\r\n"
-              f"\tdkim=temperror reason=\"internal error\"\r\n")
-    replace_data(message, header.encode("ascii", "replace") + data)
+        data = message_bytes(message)
+        context.activity.record("verify", message_id=_message_id(data), results=[],
+                                action="tempfail" if action == "tempfail" else "accept",
+                                score=0.0, reason=reason)
+        if action == "tempfail":
+            raise InternalError(reason)
+        # accept: say so in the message, as RFC 8601 dkim=temperror
+        header = (f"Authentication-Results: {options.authserv_id};\r\n"
+                  f"\tdkim=temperror reason=\"internal error\"\r\n")
+        replace_data(message, header.encode("ascii", "replace")
+                     + authresults.remove_ours(data, options.authserv_id))
+    except Exception as failed:  # noqa: BLE001 (tempfail asked for, or accepting failed too)
+        raise SMTPError(451, TEMPFAIL_TEXT) from (exc if isinstance(failed, InternalError) else failed)
     message.dkim = None
     message.dkim_outcome = Outcome("accept", None, "", 0.0, False, reason)
 

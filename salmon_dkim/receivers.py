@@ -21,6 +21,10 @@ are started; :class:`Receivers` groups them for ``settings.receiver``::
         SMTPReceiver("0.0.0.0", 587, role="submission"),    # authenticated
         LMTPReceiver("127.0.0.1", 8824))
 
+Also here, as the receivers make MailRequests: :func:`message_bytes`,
+:func:`replace_data` and :func:`headers_changed` keep ``message.Data`` and
+the parsed message in step for the decorators and the relay.
+
 Authentication needs ``[Verification]`` settings (AuthenticatedPeers,
 AuthenticatedHeader, TrustedIPs): pass ``settings=`` or let the receiver use
 the context installed by :func:`salmon_dkim.glue.install`.
@@ -91,20 +95,20 @@ def replace_data(message, data: bytes) -> None:
     if "to" not in base and getattr(message, "To", None):
         base["to"] = message.To
     message.base = base
-    message.parsed_fields = _header_fields(message)
+    message._parsed_fields = _header_fields(message)
 
 
 def request(peer, mailfrom, rcpt, data: bytes) -> mail.MailRequest:
     """A MailRequest that remembers its parsed header fields (see :func:`headers_changed`)."""
     message = mail.MailRequest(peer, mailfrom, rcpt, data)
-    message.parsed_fields = _header_fields(message)
+    message._parsed_fields = _header_fields(message)
     return message
 
 
 def headers_changed(message: mail.MailRequest) -> bool:
     """Whether a handler changed the headers through the MailRequest (``message["X"] = ...``) since
     ``message.Data`` was parsed; then ``str(message)``, not ``Data``, is what it means to send."""
-    before = getattr(message, "parsed_fields", None)
+    before = getattr(message, "_parsed_fields", None)
     if before is None:  # made elsewhere (Salmon's receivers, a queue): parse Data again
         before = _header_fields(mail.MailRequest(message.Peer, message.From, message.To, message.Data))
     return _header_fields(message) != before
@@ -124,8 +128,8 @@ def _in(ip: Optional[str], networks) -> bool:
 
 
 def _has_header(data: bytes, name: str) -> bool:
-    end = data.find(b"\r\n\r\n")
-    head = data if end < 0 else data[:end + 2]
+    end = re.search(rb"\r?\n\r?\n", data)
+    head = data[:end.start() + 1] if end else data
     pattern = rb"(?im)^" + re.escape(name.encode("ascii", "replace")) + rb"[ \t]*:[ \t]*\S"
     return re.search(pattern, head) is not None
 

@@ -2,14 +2,18 @@
 import smtplib
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 import peers
 from conftest import KEYS, message
 from salmonserver import start_dkim_app
+from salmon import mail
 from salmon.routing import Router, route, salmon_setting, stateless
-from salmon_dkim import authresults
+from salmon.server import SMTPError
+from salmon_dkim import authresults, glue
+from salmon_dkim.activity import ActivityLog
 from salmon_dkim.config import load_settings
 from salmon_dkim.decorators import dkim_sign, dkim_verify
 from salmon_dkim.sign import Signer
@@ -246,3 +250,31 @@ def test_authentication_results_helper_matches_what_the_server_wrote(app, signer
     parsed = authresults.parse(header)
     assert parsed.authserv_id == app.authserv_id
     assert [r.result for r in parsed.results] == ["pass"]
+
+
+class ExplodingVerifier:
+    def verify(self, data):
+        raise MemoryError("simulated")
+
+
+def outside_request(local="x"):
+    return mail.MailRequest(("192.0.2.1", 25), "alice@example.com", f"{local}@inbound.test",
+                            message("plain.eml"))
+
+
+def test_verifier_raising_is_a_451_by_default_and_the_handler_does_not_run(tmp_path):
+    settings = load_settings(None)
+    context = SimpleNamespace(settings=settings, verifier=ExplodingVerifier(), activity=ActivityLog(None))
+    called = []
+    handler = dkim_verify(context)(lambda message: called.append(message))
+    with pytest.raises(SMTPError) as failed:
+        handler(outside_request())
+    assert (failed.value.code, called) == (451, [])
+
+
+def test_bare_decorator_without_an_installed_context_answers_451(monkeypatch):
+    monkeypatch.setattr(glue, "_installed", None)
+    handler = dkim_verify(lambda message: None)
+    with pytest.raises(SMTPError) as failed:
+        handler(outside_request())
+    assert failed.value.code == 451
