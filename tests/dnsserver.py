@@ -152,7 +152,7 @@ def _answers(port: int) -> bool:
 
 
 class _Dnsmasq:
-    """One dnsmasq process in the foreground, configured by a file in ``workdir``."""
+    """One dnsmasq process in the foreground, logging to ``workdir/NAME.log``."""
 
     def __init__(self, workdir: Path, name: str, port: int, options: List[str]) -> None:
         self.port = port
@@ -197,12 +197,17 @@ class DNSServer:
                                                  for n, v in (records or {}).items()}
         self.ttl = ttl
         self.local_domains = list(local_domains)
-        self.port = free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="dnsserver-"))
         self._processes: List[_Dnsmasq] = []
-        self._upstream_port = free_port()
         atexit.register(self.stop)
-        self.start()
+        for attempt in range(3):  # another test run may take a free port before dnsmasq binds it
+            self.port, self._upstream_port = free_port(), free_port()
+            try:
+                self.start()
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
 
     # -- what tests use ------------------------------------------------------
     @property
@@ -231,7 +236,7 @@ class DNSServer:
 
     def log(self) -> str:
         """dnsmasq's query log so far (useful in assertion messages)."""
-        return "".join(p.log.read_text(errors="replace") for p in self._processes)
+        return "".join(log.read_text(errors="replace") for log in sorted(self.workdir.glob("*.log")))
 
     # -- life cycle ----------------------------------------------------------
     def start(self) -> None:
