@@ -56,7 +56,8 @@ def test_sign_domain_option_forces_the_signing_domain(config, keys_dir):
 
 
 def test_sign_without_a_key_prints_nothing_and_says_why(config, tmp_path):
-    result = run("sign", "--config", config, stdin=message("plain.eml").replace(b"example.com>", b"example.net>"))
+    other = message("plain.eml").replace(b"example.com>", b"example.net>")
+    result = run("sign", "--config", config, stdin=other)
     assert result.exit_code == 1 and result.stdout_bytes == b""
     assert "not signed: no signing key for example.net" in result.stderr
     [entry] = [json.loads(line) for line in (tmp_path / "logs/activity.jsonl").read_text().splitlines()]
@@ -65,8 +66,8 @@ def test_sign_without_a_key_prints_nothing_and_says_why(config, tmp_path):
 
 def test_sign_with_a_refused_key_exits_1(keys_dir):
     os.chmod(keys_dir / "example.com/s1.key", 0o644)
-    result = run("sign", "--domain", "example.com", "--selector", "s1", "--key", keys_dir / "example.com/s1.key",
-                 PLAIN)
+    key = keys_dir / "example.com/s1.key"
+    result = run("sign", "--domain", "example.com", "--selector", "s1", "--key", key, PLAIN)
     assert result.exit_code == 1 and result.stdout_bytes == b""
     assert "chmod 600" in result.stderr and result.stderr.count("\n") == 1
 

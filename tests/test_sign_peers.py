@@ -108,8 +108,9 @@ def peer_keys(tmp_path_factory):
 
 
 def test_each_peer_passes_the_other_peers_rsa_signature(peer_keys):
-    by_opendkim = opendkim_sign(message("utf8-folded.eml"), "example.com", "s1", peer_keys["s1"], "simple/simple")
-    by_mail_dkim = mail_dkim_sign(message("multipart.eml"), "example.com", "s1", peer_keys["s1"], "relaxed/simple")
+    key = peer_keys["s1"]
+    by_opendkim = opendkim_sign(message("utf8-folded.eml"), "example.com", "s1", key, "simple/simple")
+    by_mail_dkim = mail_dkim_sign(message("multipart.eml"), "example.com", "s1", key, "relaxed/simple")
     assert [r.result for r in mail_dkim_verify_many([by_opendkim], ZONE)[0]] == ["pass"]
     assert [r.result for r in opendkim_results(by_mail_dkim, ZONE)] == ["pass"]
 

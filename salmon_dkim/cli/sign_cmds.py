@@ -61,7 +61,7 @@ def _with_key(settings: Settings, domain: str, selector: str, key_file: Optional
 @main.command("sign")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="salmon_dkim.ini to read.")
 @click.option("--domain", help="Sign as this domain (d=) whatever the From header says.")
-@click.option("--selector", help="With --domain: sign with this selector's key (KeysDir/DOMAIN/SELECTOR.key).")
+@click.option("--selector", help="With --domain: sign with KeysDir/DOMAIN/SELECTOR.key.")
 @click.option("--key", "key_file", type=click.Path(dir_okay=False),
               help="With --domain and --selector: the private key file to sign with.")
 @click.argument("message", required=False)
@@ -79,7 +79,8 @@ def sign_command(config_file: Optional[str], domain: Optional[str], selector: Op
         settings = _with_key(settings, domain, selector, key_file)
     # without --config, signing by hand leaves no activity log behind in the current folder
     activity = None if config_file else ActivityLog(None)
-    logging.getLogger("salmon_dkim").addHandler(logging.NullHandler())  # the reason goes to stderr once, below
+    # the reason goes to stderr once, below, not again through the logging fallback
+    logging.getLogger("salmon_dkim").addHandler(logging.NullHandler())
     try:
         result = Signer(settings, KeyStore(), activity).sign(data, domain=domain)
     except SigningError as exc:
@@ -149,7 +150,7 @@ def log_command(config_file: Optional[str], domain: Optional[str], last: int, ev
 @main.command("stats")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="salmon_dkim.ini to read.")
 def stats_command(config_file: Optional[str]) -> None:
-    """Print counts from the activity log: signed per domain and selector, unsigned by reason, verify results."""
+    """Print counts from the activity log: signed, unsigned by reason, verify results."""
     path = _log_path("stats", _settings("stats", config_file))
     entries = read_activity(path)
     if not entries:
