@@ -137,20 +137,31 @@ def _check(public, algorithm: str, signature: bytes, data: bytes) -> bool:
     return True
 
 
+def _wrap(start: str, pieces: Sequence[str], width: int = 76) -> List[str]:
+    """Lines under ``width`` columns; a piece that starts a continuation line gets its leading space."""
+    lines = [start]
+    for piece in pieces:
+        if len(lines[-1]) + len(piece) > width and lines[-1].strip():
+            lines.append(" " + piece.lstrip(" "))
+        else:
+            lines[-1] += piece
+    return lines
+
+
 def _fold(name: str, tags: Sequence[Tuple[str, str]]) -> bytes:
     """A header field with its tags folded under 78 columns and b= on lines of its own."""
-    lines, line = [], name + ":"
+    pieces = []
     for tag, value in tags:
-        part = f" {tag}={value};" if tag != "b" else " b="
-        if len(line) + len(part) > 76:
-            lines.append(line)
-            line = ""
-        line += part
-    lines.append(line)
+        if tag == "h":
+            names = value.split(":")
+            pieces += [" h=" + names[0]] + [":" + n for n in names[1:]]
+            pieces[-1] += ";"
+        elif tag != "b":
+            pieces.append(f" {tag}={value};")
+    lines = _wrap(name + ":", pieces + [" b="])
     b64 = dict(tags).get("b", "")
     lines += [" " + b64[i:i + 70] for i in range(0, len(b64), 70)]
-    text = "\r\n".join(lines)
-    return (text[:-1] if text.endswith(";") else text).encode("ascii") + b"\r\n"
+    return "\r\n".join(lines).encode("ascii") + b"\r\n"
 
 
 def _signed_field(name: str, tags: List[Tuple[str, str]], key, data: bytes) -> bytes:
@@ -225,9 +236,12 @@ class ARCSealer:
             results = "; ".join(_our_results(headers, self.authserv_id)) or "none"
         if instance > 1 and not re.search(r"(?:^|;)\s*arc\s*=", results):
             results += f"; arc={cv}"
-        text = f"ARC-Authentication-Results: i={instance}; {self.authserv_id};\r\n " + \
-            results.replace("; ", ";\r\n ")
-        return text.encode("utf-8") + b"\r\n"
+        lines = [f"ARC-Authentication-Results: i={instance}; {self.authserv_id};"]
+        for result in results.split("; "):  # one result a line, long ones folded between words
+            first, *rest = result.split(" ")
+            lines += _wrap(" " + first, [" " + word for word in rest])
+            lines[-1] += ";"
+        return "\r\n".join(lines)[:-1].encode("utf-8") + b"\r\n"
 
     def _ams(self, instance: int, headers, body: bytes, now: str) -> bytes:
         present = {_name(h).decode("ascii", "replace") for h in headers}
