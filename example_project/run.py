@@ -1,0 +1,129 @@
+"""Run the example project in the foreground: ``make example``, or ``python run.py`` in this folder.
+
+On first start it makes a DKIM key for each domain in config/salmon_dkim.ini
+(keys/DOMAIN/SELECTOR.key, as ``salmon-dkim keygen`` does) and writes the zone
+file the project's DNS is answered from (dns.zone).  Then it starts the
+smarthost sink and Salmon (config/boot.py), says where to send mail and where
+to look, and runs until Ctrl-C or SIGTERM.
+
+Options (or EXAMPLE_* environment variables) move the ports and the INI file;
+the tests run the project on free ports this way.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from configobj import ConfigObj
+
+HERE = Path(__file__).resolve().parent
+
+
+def options(argv=None) -> argparse.Namespace:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(description="Run the salmon-dkim example project.")
+    parser.add_argument("--host", default=env("EXAMPLE_HOST", "127.0.0.1"), help="address to listen on")
+    parser.add_argument("--mx-port", type=int, default=int(env("EXAMPLE_MX_PORT", 8823)),
+                        help="SMTP port for mail to example.com and the lists (verified)")
+    parser.add_argument("--submission-port", type=int, default=int(env("EXAMPLE_SUBMISSION_PORT", 8587)),
+                        help="SMTP port for mail from example.com users (signed, relayed)")
+    parser.add_argument("--sink-port", type=int, default=int(env("EXAMPLE_SINK_PORT", 8825)),
+                        help="port of the smarthost sink")
+    parser.add_argument("--config", default=env("EXAMPLE_DKIM_CONFIG", "config/salmon_dkim.ini"),
+                        help="salmon-dkim INI file (relative to this folder)")
+    return parser.parse_args(argv)
+
+
+def ensure_keys(ini: Path) -> None:
+    """A key for every selector of every [Domains] entry that has none yet (RSA 2048, mode 0600)."""
+    from salmon_dkim.cli import main as salmon_dkim  # noqa: PLC0415 (after chdir and sys.path)
+    from salmon_dkim.config import load_settings  # noqa: PLC0415
+    signing = load_settings(ini, check_key_files=False).signing
+    for entry in signing.domains.values():
+        for selector, path in zip(entry.selectors, entry.key_files):
+            if not path.exists():
+                print(f"First start: making the {entry.domain} key {os.path.relpath(path, HERE)}")
+                salmon_dkim(["keygen", entry.domain, "--selector", selector,
+                             "--keys-dir", os.path.relpath(signing.keys_dir, HERE)], standalone_mode=False)
+
+
+def write_zone(ini: Path) -> Path:
+    """dns.zone: the public half of every key in [Domains], as the DNS of this example."""
+    from salmon_dkim.config import load_settings  # noqa: PLC0415
+    from salmon_dkim.keys import load_private_key, zone_line  # noqa: PLC0415
+    settings = load_settings(ini)
+    lines = ["; The DNS of the example project, written by run.py from keys/ at every start.\n"]
+    for entry in settings.signing.domains.values():
+        for selector, path in zip(entry.selectors, entry.key_files):
+            lines.append(zone_line(selector, entry.domain, load_private_key(path).dns_txt()) + "\n")
+    settings.dns.zone_file.write_text("".join(lines), encoding="ascii")
+    return settings.dns.zone_file
+
+
+def zone_path(ini: Path) -> Path:
+    """[DNS] ZoneFile, read before the settings can be loaded (they want the file to exist)."""
+    return (ini.parent / ConfigObj(str(ini))["DNS"]["ZoneFile"]).resolve()
+
+
+def banner(args, zone: Path) -> str:
+    where = args.host
+    return f"""
+salmon-dkim example project is running (Ctrl-C stops it).
+
+  Mail for example.com and the lists:   smtp://{where}:{args.mx_port}   (DKIM-verified)
+  Mail from example.com users:          smtp://{where}:{args.submission_port}   (DKIM-signed, relayed)
+  Smarthost (an SMTP sink):             smtp://127.0.0.1:{args.sink_port}
+
+  python send.py inbox           a signed message to bob@example.com      -> maildir/new/
+  python send.py subscribe ADDR  ADDR joins lunch@lists.example.com       -> welcome in sink/
+  python send.py post            a signed post from alice@example.com     -> sink/ (one per member)
+  python send.py submit          alice@example.com writes to the outside  -> sink/, signed
+
+  Look at: maildir/new/ (Authentication-Results on top), sink/ (signed, sealed),
+           logs/dkim-activity.jsonl, logs/salmon.log; DNS is {zone.relative_to(HERE)}
+  Check:   ../.venv/bin/salmon-dkim verify --zone {zone.relative_to(HERE)} sink/FILE.eml
+"""
+
+
+def serve(args) -> int:
+    os.chdir(HERE)
+    sys.path.insert(0, str(HERE))
+    os.environ.update(EXAMPLE_HOST=args.host, EXAMPLE_MX_PORT=str(args.mx_port),
+                      EXAMPLE_SUBMISSION_PORT=str(args.submission_port),
+                      EXAMPLE_SINK_PORT=str(args.sink_port), EXAMPLE_DKIM_CONFIG=args.config)
+    for folder in ("logs", "run"):
+        (HERE / folder).mkdir(exist_ok=True)
+    ini = (HERE / args.config).resolve()
+    zone = zone_path(ini)
+    if not zone.exists():
+        zone.write_text("", encoding="ascii")
+    ensure_keys(ini)
+    write_zone(ini)
+
+    from salmon import utils  # noqa: PLC0415 (imports config.settings and config.boot from here)
+    from salmon._vendor import asyncore  # noqa: PLC0415
+    from sink import SMTPSink  # noqa: PLC0415
+
+    sink = SMTPSink("127.0.0.1", args.sink_port, HERE / "sink").start()
+    settings = utils.import_settings(True)
+    settings.receiver.start()
+    print(banner(args, zone), flush=True)
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    print("stopping...", flush=True)
+    asyncore.close_all()  # the receivers' loop ends when it has nothing left to serve
+    for receiver in settings.receiver:
+        receiver.poller.join(timeout=5)
+    sink.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve(options()))
