@@ -115,6 +115,7 @@ class TTLCache:
         self._last_clear_check = time.monotonic()
         self._written_at = 0.0
         self._mtime: Optional[int] = None
+        self._write_failed = False
         if self.path is not None:
             self._load()
             atexit.register(_close_if_alive, weakref.ref(self))
@@ -172,10 +173,14 @@ class TTLCache:
             now, wall = self.clock(), self.wall_clock()
             try:
                 write_snapshot(self.path, [(n, r, wall + (exp - now)) for n, r, exp in self.entries()])
-                self._written_at = wall
+                self._written_at = time.time()  # compared with cleared_at, written by another process
                 self._mtime = os.stat(self.path).st_mtime_ns
             except OSError as exc:
-                log.warning("%s: cannot write the DNS cache snapshot: %s", self.path, exc)
+                if not self._write_failed:  # once, not every few seconds
+                    log.warning("%s: cannot write the DNS cache snapshot: %s", self.path, exc)
+                self._write_failed = True
+            else:
+                self._write_failed = False
             self._dirty = False
             self._last_write = time.monotonic()
 
