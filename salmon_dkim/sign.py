@@ -124,8 +124,8 @@ def _sign_data(key: PrivateKey, data: bytes) -> bytes:
 
 def _signature(headers: Sequence[Header], body_hash: str, body_length: Optional[int],
                domain: str, selector: str, key: PrivateKey, names: Sequence[str],
-               canon_: Tuple[str, str], now: int, expire: Optional[int]) -> bytes:
-    tags = [("v", "1"), ("a", ALGORITHMS[key.algorithm]), ("c", "/".join(canon_)), ("d", domain),
+               methods: Tuple[str, str], now: int, expire: Optional[int]) -> bytes:
+    tags = [("v", "1"), ("a", ALGORITHMS[key.algorithm]), ("c", "/".join(methods)), ("d", domain),
             ("s", selector), ("t", str(now))]
     if expire:
         tags.append(("x", str(now + expire)))
@@ -134,7 +134,7 @@ def _signature(headers: Sequence[Header], body_hash: str, body_length: Optional[
     tags.append(("bh", body_hash))
     lines = _header_before_b(tags, names)
     unsigned = lines.text()
-    method = canon_[0]
+    method = methods[0]
     data = [canon_header(n, v, method)
             for n, v in select_headers(headers, [name.encode("ascii") for name in names])]
     name, _, value = unsigned.encode("ascii").partition(b":")
