@@ -13,7 +13,7 @@ Where RFC 6376 leaves the choice to the verifier:
   the future); a refused signature that also fails to verify is ``fail``;
 - a ``b=`` whose length is not the key's size is ``fail`` (a good key, a
   signature that cannot verify with it);
-- an expired ``x=`` is ``permerror``; ``x=`` before ``t=`` is ``neutral``;
+- an expired ``x=`` is ``permerror``; ``x=`` not after ``t=`` is ``neutral``;
 - DomainKey-Signature (RFC 4870) headers are listed as ``neutral``, not verified.
 """
 from __future__ import annotations
@@ -132,6 +132,17 @@ class _Display:
     identity: Optional[str] = None
     testing: bool = False
     key_bits: Optional[int] = None
+    filled: bool = False
+
+    def read(self, value: bytes, tags: Optional[dict] = None) -> "_Display":
+        """Take d=, s=, a=, b=, i= from the parsed tags, or with a regex from a header that did not parse."""
+        found = tags if tags is not None else dict(
+            re.findall(rb"(?:^|;)[ \t\r\n]*(d|s|a|b|i)[ \t\r\n]*=([^;]*)", value[:65536]))
+        get = lambda tag: _text(found.get(tag, b"").strip(b" \t\r\n"))  # noqa: E731
+        self.domain, self.selector, self.algorithm = get(b"d").lower(), get(b"s"), get(b"a").lower()
+        self.b, self.identity = _text(compact(found.get(b"b", b"")[:64]), 8), get(b"i") or None
+        self.filled = True
+        return self
 
 
 def _text(value: bytes, limit: int = 253) -> str:
@@ -191,8 +202,8 @@ def parse_signature(name: bytes, value: bytes, tags: dict) -> Signature:
         if not at or not (idomain == domain or idomain.endswith("." + domain)):
             raise SignatureProblem("neutral", f"i={identity[:60]} is not in d={domain}")
     timestamp, expiry = _number(tags, b"t"), _number(tags, b"x")
-    if timestamp is not None and expiry is not None and expiry < timestamp:
-        raise SignatureProblem("neutral", "x= (expiry) is earlier than t= (signing time)")
+    if timestamp is not None and expiry is not None and expiry <= timestamp:
+        raise SignatureProblem("neutral", "x= (expiry) is not later than t= (signing time)")
     return Signature(name, value, domain, selector, algorithm, key_type, hash_name, header_canon,
                      body_canon, signed, _base64(tags, b"bh"), _base64(tags, b"b"), identity,
                      _number(tags, b"l"), timestamp, expiry)
@@ -289,7 +300,7 @@ class Verifier:
         found = _lenient_headers(data)
         signatures = [(n, v) for n, v in found if _kind(n)]
         cap = self.options.max_signatures
-        results = tuple(_result(_kind(n), _display(v), result, reason) for n, v in signatures[:cap])
+        results = tuple(_result(_kind(n), _Display().read(v), result, reason) for n, v in signatures[:cap])
         return VerificationReport(results, max(0, len(signatures) - cap), author_domain(found),
                                   unverified_reason=reason)
 
@@ -298,16 +309,16 @@ class Verifier:
         kind = _kind(name)
         shown = _Display()
         try:
-            shown = _display(value)
             if kind == "domainkeys":
-                return _result(kind, shown, "neutral", "DomainKeys (RFC 4870) signatures are not verified")
+                return _result(kind, shown.read(value), "neutral",
+                               "DomainKeys (RFC 4870) signatures are not verified")
             word, reason = self._verify_signature(name, value, headers, body, bodies, resolver, shown)
         except SignatureProblem as problem:
             word, reason = problem.result, problem.reason
         except Exception as exc:  # a bug must cost one signature, not the message
             log.exception("DKIM signature d=%s s=%s: internal error", shown.domain, shown.selector)
             word, reason = "permerror", f"internal error: {type(exc).__name__}: {exc}"
-        return _result(kind, shown, word, reason)
+        return _result(kind, shown if shown.filled else shown.read(value), word, reason)
 
     def _verify_signature(self, name, value, headers, body, bodies, resolver,
                           shown: _Display) -> Tuple[str, str]:
@@ -315,6 +326,7 @@ class Verifier:
             tags = parse_tags(value)
         except ValueError as exc:
             raise SignatureProblem("neutral", f"malformed tag list: {exc}") from None
+        shown.read(value, tags)
         sig = parse_signature(name, value, tags)
         now = int(self.clock())
         drift = self.options.clock_drift
@@ -436,14 +448,6 @@ def _kind(name: bytes) -> Optional[str]:
     if name == b"domainkey-signature":
         return "domainkeys"
     return None
-
-
-def _display(value: bytes) -> _Display:
-    """d=, s=, a= and b= as far as they can be read from a signature, for the result."""
-    found = dict(re.findall(rb"(?:^|;)[ \t\r\n]*(d|s|a|b|i)[ \t\r\n]*=([^;]*)", value[:65536]))
-    get = lambda tag: _text(found.get(tag, b"").strip(b" \t\r\n"))  # noqa: E731
-    return _Display(get(b"d").lower(), get(b"s"), get(b"a").lower(), _text(compact(found.get(b"b", b"")), 8),
-                    get(b"i") or None)
 
 
 def _result(kind: str, shown: _Display, result: str, reason: str) -> SignatureResult:
