@@ -12,7 +12,7 @@ import os
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Iterator, List, Optional, Union
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +59,50 @@ def read_activity(path: PathLike, *, event: Optional[str] = None, domain: Option
     """The entries of an activity log, oldest first, filtered; unreadable lines are skipped.
 
     ``domain`` matches a sign entry's d=, or any d= among a verify entry's results.
+    ``last``: only the newest ``last`` matching entries (read from the end of the file).
     A missing file reads as no entries.
     """
+    if last is not None and last <= 0:
+        return []
+    domain = domain.lower().rstrip(".") if domain is not None else None
+    entries = []
     try:
         with open(path, "rb") as f:
-            lines = f.read().splitlines()
+            for line in _newest_first(f):
+                entry = _parse(line)
+                if entry is None or (event is not None and entry.get("event") != event):
+                    continue
+                if domain is not None and domain not in _domains(entry):
+                    continue
+                entries.append(entry)
+                if last is not None and len(entries) == last:
+                    break
     except FileNotFoundError:
         return []
-    entries = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(entry, dict):
-            continue
-        if event is not None and entry.get("event") != event:
-            continue
-        if domain is not None and domain.lower().rstrip(".") not in _domains(entry):
-            continue
-        entries.append(entry)
-    if last is not None:
-        entries = entries[-last:] if last > 0 else []
+    entries.reverse()
     return entries
+
+
+def _newest_first(f, block: int = 1 << 16) -> Iterator[bytes]:
+    """The lines of a binary file, last line first, reading backwards a block at a time."""
+    position = f.seek(0, os.SEEK_END)
+    tail = b""
+    while position > 0:
+        step = min(block, position)
+        position -= step
+        f.seek(position)
+        lines = (f.read(step) + tail).split(b"\n")
+        tail = lines.pop(0)  # may be the end of a line that starts in the block before
+        yield from reversed(lines)
+    yield tail
+
+
+def _parse(line: bytes) -> Optional[dict]:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry if isinstance(entry, dict) else None
 
 
 def _domains(entry: dict) -> set:

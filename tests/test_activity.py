@@ -66,3 +66,15 @@ def test_read_skips_damaged_lines_and_missing_file(tmp_path):
     path.write_text('{"event": "sign", "d": "example.com"}\n{"event": "si\n[1, 2]\n\n')
     assert read_activity(path) == [{"event": "sign", "d": "example.com"}]
     assert read_activity(tmp_path / "missing.jsonl") == []
+
+
+def test_read_last_entries_of_a_log_larger_than_one_read_block(tmp_path):
+    path = tmp_path / "a.jsonl"
+    log = ActivityLog(path)
+    for n in range(3000):
+        log.record("sign" if n % 3 else "unsigned", message_id=f"<{n}@example.com>", reason="x" * 40)
+    assert path.stat().st_size > 1 << 17
+    newest = read_activity(path, event="unsigned", last=3)
+    assert [e["message_id"] for e in newest] == ["<2991@example.com>", "<2994@example.com>",
+                                                 "<2997@example.com>"]
+    assert len(read_activity(path)) == 3000
