@@ -5,25 +5,26 @@
   sharing their bugs) storing each message's exact bytes in a folder, named
   after the recipient's local part: ``bob-1@remote.example`` -> ``bob-1.eml``.
 - :class:`SalmonServer`: ``salmon start --boot config.boot --no-daemon`` in a
-  subprocess, run in a Salmon app folder (``tests/apps/dkimapp``), configured
-  through one environment variable (JSON), stopped with SIGTERM.
+  subprocess, run in any Salmon app folder, stopped with SIGTERM.
 - :class:`BlackHoleDNS`: a UDP port that takes DNS queries and never answers.
-- :func:`start_dkim_app`: the test app with its INI files, keys, sink and
-  server, ready; :class:`DKIMApp` says where everything is.
+- :func:`start_dkim_app` (and the module-scoped fixture ``dkim_app``): the
+  test app ``tests/apps/dkimapp`` with its INI files, keys, sink and server,
+  ready; :class:`DKIMApp` says where everything is.
 
 Use it from a test module (one server per module keeps the suite fast)::
 
-    from salmonserver import start_dkim_app
+    from salmonserver import dkim_app  # noqa: F401 (a module-scoped fixture)
 
-    @pytest.fixture(scope="module")
-    def app(tmp_path_factory):
-        with start_dkim_app(tmp_path_factory.mktemp("app")) as running:
-            yield running
-
-    def test_something(app):
-        with app.smtp() as client:
+    def test_something(dkim_app):
+        with dkim_app.smtp() as client:
             client.sendmail("a@example.com", ["t1@inbound.test"], message)
-        stored = app.stored("t1")          # what the handler saw: bytes and JSON
+        dkim_app.stored("t1"), dkim_app.seen("t1")   # what the handler saw: bytes, session, results
+
+Another Salmon app (example_project, say), with the sink as its relay::
+
+    with SMTPSink(tmp / "sink") as sink, SalmonServer(app_dir, tmp, [25025, 25587],
+                                                     env={"MY_APP_RELAY_PORT": str(sink.port)}):
+        ...
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Union
+
+import pytest
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -83,7 +86,8 @@ def wait_for_port(port: Union[int, Path], timeout: float = 15.0, process: Option
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{_tail(log)}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"nothing listens on {HOST}:{port} after {timeout} s:\n{_tail(log)}")
+            where = f"{HOST}:{port}" if isinstance(port, int) else str(port)
+            raise RuntimeError(f"nothing listens on {where} after {timeout} s:\n{_tail(log)}")
         time.sleep(0.05)
 
 
@@ -193,25 +197,33 @@ class BlackHoleDNS:
 # -- the Salmon server ----------------------------------------------------------
 
 class SalmonServer:
-    """``salmon start`` in ``app_dir``, with ``SALMON_DKIM_TEST_APP`` = JSON of ``config``."""
+    """``salmon start --boot BOOT --no-daemon`` in ``app_dir`` (any Salmon app), as a subprocess.
 
-    def __init__(self, app_dir: Path, workdir: Path, config: dict, ports) -> None:
-        self.app_dir, self.workdir, self.config, self.ports = Path(app_dir), Path(workdir), config, ports
+    ``addresses``: TCP ports on 127.0.0.1 (int) and UNIX sockets (Path) the app
+    listens on; ``start`` returns once all accept connections.  ``env`` is
+    added to the environment (the app's own configuration, if it reads any).
+    Output goes to ``workdir/salmon.out``.
+    """
+
+    def __init__(self, app_dir: Path, workdir: Path, addresses, *, env: Optional[dict] = None,
+                 boot: str = "config.boot") -> None:
+        self.app_dir, self.workdir = Path(app_dir), Path(workdir)
+        self.addresses, self.env, self.boot = list(addresses), dict(env or {}), boot
         self.log = self.workdir / "salmon.out"
         self.process: Optional[subprocess.Popen] = None
 
     def start(self, timeout: float = 15.0) -> "SalmonServer":
-        env = dict(os.environ, SALMON_DKIM_TEST_APP=json.dumps(self.config),
+        env = dict(os.environ, **self.env,
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-        (self.workdir / "run").mkdir(exist_ok=True)
+        (self.workdir / "run").mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
-                [str(SALMON), "start", "--boot", "config.boot", "--no-daemon", "--force",
+                [str(SALMON), "start", "--boot", self.boot, "--no-daemon", "--force",
                  "--pid", str(self.workdir / "run" / "smtp.pid")],
                 cwd=self.app_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
         try:
-            for port in self.ports:
-                wait_for_port(port, timeout, self.process, self.log)
+            for address in self.addresses:
+                wait_for_port(address, timeout, self.process, self.log)
         except Exception:
             self.stop()
             raise
@@ -219,6 +231,12 @@ class SalmonServer:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> "SalmonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -331,6 +349,13 @@ def install_keys(keys_dir: Path) -> Path:
     return keys_dir
 
 
+@pytest.fixture(scope="module")
+def dkim_app(tmp_path_factory) -> Iterator[DKIMApp]:
+    """The test app, once per test module: ``from salmonserver import dkim_app`` in a test module."""
+    with start_dkim_app(tmp_path_factory.mktemp("dkimapp")) as running:
+        yield running
+
+
 @contextlib.contextmanager
 def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0) -> Iterator[DKIMApp]:
     """tests/apps/dkimapp running with its contexts (see its README), a sink and a black-hole DNS.
@@ -366,7 +391,8 @@ def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0) -> Iterator[DKIMA
             config = {"workdir": str(workdir), "spool": str(spool), "host": HOST,
                       "sink_port": sink.port, "lmtp_socket": str(lmtp_socket), **ports,
                       "configs": {name: str(path) for name, path in configs.items()}}
-            server = SalmonServer(APPS / "dkimapp", workdir, config, [*ports.values(), lmtp_socket]).start()
+            server = SalmonServer(APPS / "dkimapp", workdir, [*ports.values(), lmtp_socket],
+                                  env={"SALMON_DKIM_TEST_APP": json.dumps(config)}).start()
             try:
                 yield DKIMApp(workdir, server, sink, spool=spool, activity=workdir / "activity.jsonl",
                               configs=configs, lmtp_socket=lmtp_socket, **ports)

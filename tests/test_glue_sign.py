@@ -7,7 +7,7 @@ import pytest
 
 import peers
 from conftest import message
-from salmonserver import ZONE, SMTPSink, start_dkim_app
+from salmonserver import ZONE, SMTPSink, dkim_app  # noqa: F401 (module-scoped fixture)
 from salmon import mail
 from salmon.server import SMTPError
 from salmon_dkim.config import load_settings
@@ -19,9 +19,8 @@ from salmon_dkim.verify import Verifier
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with start_dkim_app(tmp_path_factory.mktemp("sign")) as running:
-        yield running
+def app(dkim_app):
+    return dkim_app
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 import peers
 from conftest import KEYS, message
-from salmonserver import start_dkim_app
+from salmonserver import dkim_app  # noqa: F401 (module-scoped fixture)
 from salmon import mail
 from salmon.routing import Router, route, salmon_setting, stateless
 from salmon.server import SMTPError
@@ -20,9 +20,8 @@ from salmon_dkim.sign import Signer
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with start_dkim_app(tmp_path_factory.mktemp("verify")) as running:
-        yield running
+def app(dkim_app):
+    return dkim_app
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import socket
 import pytest
 
 from conftest import message
-from salmonserver import HOST, start_dkim_app
+from salmonserver import HOST, dkim_app  # noqa: F401 (module-scoped fixture)
 from salmon_dkim.receivers import unstuff
 
 DOTS = (b"From: alice@example.com\r\nTo: bob@example.net\r\nSubject: dots\r\n\r\n"
@@ -13,9 +13,8 @@ DOTS = (b"From: alice@example.com\r\nTo: bob@example.net\r\nSubject: dots\r\n\r\
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with start_dkim_app(tmp_path_factory.mktemp("receivers")) as running:
-        yield running
+def app(dkim_app):
+    return dkim_app
 
 
 def talk(port, lines):
