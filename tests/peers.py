@@ -156,7 +156,7 @@ def mail_dkim_sign(message: bytes, domain: str, selector: str, key_path: PathLik
                    canon: Canon = "relaxed/relaxed", *, headers: Sequence[str] = ()) -> bytes:
     """The message (CRLF) with a Mail::DKIM rsa-sha256 signature on top.
 
-    ``headers``: names to sign (Mail::DKIM's default list when empty).
+    ``headers``: names to sign on top of Mail::DKIM's default list.
     """
     message = crlf(message)
     out = _perl("sign", [domain, selector, key_path, _canon(canon), ":".join(headers)], [message])
@@ -245,7 +245,10 @@ def opendkim_verify(message: bytes, zone_or_keys: PathLike) -> str:
 
 def opendkim_sign(message: bytes, domain: str, selector: str, key_path: PathLike,
                   canon: Canon = "relaxed/relaxed", *, headers: Sequence[str] = ()) -> bytes:
-    """The message (CRLF) with an OpenDKIM signature on top: rsa-sha256 or ed25519-sha256 by key type."""
+    """The message (CRLF) with an OpenDKIM signature on top: rsa-sha256 or ed25519-sha256 by key type.
+
+    ``headers``: the names to sign (OpenDKIM's SignHeaders) instead of its default list.
+    """
     message = crlf(message)
     key = load_pem_private_key(Path(key_path).read_bytes(), password=None)
     algorithm = "ed25519-sha256" if isinstance(key, ed25519.Ed25519PrivateKey) else "rsa-sha256"
