@@ -250,6 +250,18 @@ class Signer:
         raise _Unsigned(f"no signing key for {wanted or 'the message'}: not in [Domains], "
                         "no sender selector, no default key")
 
+    def check_keys(self) -> List[str]:
+        """Load every key of [Domains] and the default key now (at start-up); one line per problem."""
+        entries = list(self.signing.domains.values()) + [self.signing.default] * bool(self.signing.default)
+        problems = []
+        for entry in entries:
+            for path in entry.key_files:
+                try:
+                    self.keys.get(path)
+                except KeyFileError as exc:
+                    problems.append(f"{entry.domain}: {exc}")
+        return problems
+
     def _skipped(self, address: Optional[str]) -> bool:
         if not address:
             return False

@@ -278,3 +278,11 @@ def test_sender_in_angle_brackets_finds_its_selector_and_null_sender_is_no_sende
     signer = make_signer(keys_dir, sender_selectors={"bob@example.org": "s2048"})
     assert signer.sign(from_("bob@example.org"), sender="<bob@example.org>").signatures[0].selector == "s2048"
     assert signer.sign(from_("bob@example.org"), sender="<>").signatures[0].selector == "s2048"
+
+
+def test_check_keys_loads_every_configured_key_and_names_each_problem(keys_dir):
+    os.chmod(keys_dir / "example.com/ed1.key", 0o644)
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1", "ed1")],
+                         default=entry(keys_dir, "example.org", "s2048"))
+    [problem] = signer.check_keys()
+    assert problem.startswith("example.com: ") and "ed1.key" in problem and "chmod 600" in problem
