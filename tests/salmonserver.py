@@ -299,7 +299,7 @@ class DKIMApp:
     lmtp_socket: Path
     spool: Path
     activity: Path
-    configs: Dict[str, Path] = field(default_factory=dict)
+    configs: Dict[str, Path] = field(default_factory=dict)  # context name -> INI file
     authserv_id: str = AUTHSERV_ID
     zone_file: Path = ZONE
 
@@ -357,7 +357,7 @@ def dkim_app(tmp_path_factory) -> Iterator[DKIMApp]:
 
 
 @contextlib.contextmanager
-def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0) -> Iterator[DKIMApp]:
+def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0, live_dns: bool = True) -> Iterator[DKIMApp]:
     """tests/apps/dkimapp running with its contexts (see its README), a sink and a black-hole DNS.
 
     Contexts, chosen by recipient domain: ``inbound.test`` (the installed
@@ -365,7 +365,8 @@ def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0) -> Iterator[DKIMA
     (RejectOnFail + CloseConnectionOnReject), ``blackhole.test`` (live DNS
     at a server that never answers, ``dns_timeout`` s), ``broken.test`` and
     ``broken-accept.test`` (a resolver that raises: InternalErrorAction
-    tempfail / accept).  ``record.test`` records without DKIM; mail to
+    tempfail / accept), ``live.test`` (live DNS at a dnsmasq serving the test
+    keys, from tests/dnsserver.py; with ``live_dns`` and dnsmasq installed).  ``record.test`` records without DKIM; mail to
     ``remote.example`` is signed with ``@dkim_sign`` and relayed to the sink.
     """
     workdir = Path(workdir)
@@ -384,6 +385,13 @@ def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0) -> Iterator[DKIMA
         "broken-accept": write_ini(workdir / "broken-accept.ini", workdir,
                                    verification="InternalErrorAction = accept"),
     }
+    live = None
+    if live_dns:
+        import dnsserver  # noqa: PLC0415 (dnsmasq only when asked for)
+        if dnsserver.DNSMASQ is not None:
+            live = dnsserver.start_dns_server(zone_file=ZONE)
+            configs["live"] = write_ini(workdir / "live.ini", workdir, dns=(
+                f"Nameservers = {live.host},\nPort = {live.port}\nTimeout = {dns_timeout}"))
     ports = {"smtp_port": free_port(), "submission_port": free_port(), "lmtp_port": free_port()}
     lmtp_socket = workdir / "lmtp.sock"
     try:
@@ -400,3 +408,5 @@ def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0) -> Iterator[DKIMA
                 server.stop()
     finally:
         blackhole.close()
+        if live is not None:
+            live.close()

@@ -148,6 +148,16 @@ def test_passing_message_on_the_rejecting_route_is_delivered(app, signer):
     assert app.seen("good")["dkim"][0]["result"] == "pass"
 
 
+def test_keys_from_a_real_dns_server_over_live_dns(app, signer):
+    if "live" not in app.configs:
+        pytest.skip("dnsmasq is not installed")
+    with app.smtp() as client:
+        send(client, "live@live.test", signed(signer))
+        send(client, "live-again@live.test", tampered(signed(signer)))
+    assert app.seen("live")["dkim"][0]["result"] == "pass"
+    assert app.seen("live-again")["dkim"][0]["result"] == "fail"
+
+
 def test_dns_that_never_answers_gives_451_and_other_sessions_are_served(app, signer):
     outcome = {}
 

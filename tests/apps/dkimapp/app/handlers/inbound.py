@@ -28,6 +28,8 @@ CLOSE = _verified_with("close", "close.test")
 BLACKHOLE = _verified_with("blackhole", "blackhole.test")
 BROKEN = _verified_with("broken", "broken.test")
 BROKEN_ACCEPT = _verified_with("broken-accept", "broken-accept.test")
+if "live" in settings.contexts:
+    LIVE = _verified_with("live", "live.test")
 
 
 @route("(local)@state\\.test")
