@@ -116,7 +116,8 @@ def serve(args) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
+    while not stop.wait(0.5):  # a timed wait lets the signal handlers run promptly
+        pass
     print("stopping...", flush=True)
     asyncore.close_all()  # the receivers' loop ends when it has nothing left to serve
     for receiver in settings.receiver:

@@ -80,7 +80,8 @@ class SMTPSink:
         self.host, self.port = self.server.server_address[:2]
         self._numbers = itertools.count(len(list(self.folder.glob("*.eml"))) + 1)
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self.server.serve_forever, name="smtp-sink", daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name="smtp-sink", daemon=True)
 
     def store(self, recipients: List[str], data: bytes) -> List[str]:
         names = []
