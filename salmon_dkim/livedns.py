@@ -19,6 +19,8 @@ from salmon_dkim.dns import NoRecord, TemporaryDNSError
 
 # Large enough for a 4096-bit key over UDP, small enough not to fragment (DNS flag day 2020).
 EDNS_PAYLOAD = 1232
+# dnspython pauses this long after a round of silent nameservers before it checks its lifetime.
+RETRY_PAUSE = 0.1
 
 
 class LiveResolver:
@@ -37,9 +39,9 @@ class LiveResolver:
         if nameservers:
             self._resolver.nameservers = list(nameservers)
         self._resolver.port = port
+        self._resolver.lifetime = max(timeout - RETRY_PAUSE, timeout / 2)
         # Each of the first three nameservers gets its share, so a dead first one does not use it all.
-        self._resolver.timeout = timeout / max(1, min(3, len(self._resolver.nameservers)))
-        self._resolver.lifetime = timeout
+        self._resolver.timeout = self._resolver.lifetime / max(1, min(3, len(self._resolver.nameservers)))
         self._resolver.use_edns(0, 0, EDNS_PAYLOAD)
 
     @classmethod
@@ -81,7 +83,7 @@ class LiveResolver:
         except dns.exception.DNSException as exc:
             raise NoRecord(f"{name}: not a valid DNS name ({exc})") from None
         try:
-            answer = self._resolver.resolve(qname, dns.rdatatype.TXT, search=False, lifetime=self.timeout)
+            answer = self._resolver.resolve(qname, dns.rdatatype.TXT, search=False)
         except dns.resolver.NXDOMAIN as exc:
             self._cache_negative(name, exc.responses().get(qname))
             raise NoRecord(f"{name}: does not exist (NXDOMAIN)") from None
