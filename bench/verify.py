@@ -1,6 +1,6 @@
 """Messages verified per second: salmon_dkim's Verifier next to plain dkimpy ``dkim.verify``.
 
-Run: .venv/bin/python bench/verify.py [--seconds 1.0]
+Run: .venv/bin/python bench/verify.py [--seconds 0.5]
 3 KB and 1 MB messages of plain prose, relaxed/relaxed, RSA-2048 and Ed25519
 signatures (signed once, by dkimpy for RSA and by salmon_dkim.sign for
 Ed25519), keys from the test
@@ -58,20 +58,24 @@ def sign(message: bytes, algorithm: str) -> bytes:
     return dkim_sign(message, "example.com", "ed1", private_key("example.com.ed25519.key")) + message
 
 
-def rate(function, seconds: float) -> float:
-    """Calls per second over about ``seconds`` (at least 3 calls)."""
-    count, start = 0, time.perf_counter()
-    while True:
-        function()
-        count += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and count >= 3:
-            return count / elapsed
+def rate(function, seconds: float, repeat: int = 3) -> float:
+    """Calls per second, the best of ``repeat`` runs of about ``seconds`` each (the machine is shared)."""
+    best = 0.0
+    for _ in range(repeat):
+        count, start = 0, time.perf_counter()
+        while True:
+            function()
+            count += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds and count >= 3:
+                break
+        best = max(best, count / elapsed)
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    parser.add_argument("--seconds", type=float, default=0.5, help="time per run (best of 3 is shown)")
     args = parser.parse_args()
     resolver = ZoneResolver(ZONE)
     verifier = Verifier(Settings(), resolver)

@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from salmon_dkim import adsp as adsp_check
-from salmon_dkim.canon import (Header, MessageFormatError, canon_body, canon_header, compact,
+from salmon_dkim.canon import (Header, MessageFormatError, canon_body, canon_header,
                                parse_tags, select_headers, split_message, strip_b_value, to_crlf)
 from salmon_dkim.dns import (BudgetedResolver, DNSError, LookupLimitExceeded, NoRecord,
                              TemporaryDNSError, TXTResolver)
@@ -48,7 +48,7 @@ ALGORITHMS = {"rsa-sha256": ("rsa", "sha256"), "rsa-sha1": ("rsa", "sha1"),
 REQUIRED_TAGS = (b"v", b"a", b"b", b"bh", b"d", b"h", b"s")
 _DOMAIN = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
                      r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*")
-_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")
+_FWS = b" \t\r\n"
 _DIGITS = re.compile(rb"[0-9]{1,76}")
 _SIMPLE_FROM = re.compile(rb"[ \t]*(?:[\w .'-]*<[\w.+-]+@([\w.-]+)>|[\w.+-]+@([\w.-]+))[ \t]*\r\n")
 _CRYPTO_HASHES = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
@@ -140,7 +140,7 @@ class _Display:
             re.findall(rb"(?:^|;)[ \t\r\n]*(d|s|a|b|i)[ \t\r\n]*=([^;]*)", value[:65536]))
         get = lambda tag: _text(found.get(tag, b"").strip(b" \t\r\n"))  # noqa: E731
         self.domain, self.selector, self.algorithm = get(b"d").lower(), get(b"s"), get(b"a").lower()
-        self.b, self.identity = _text(compact(found.get(b"b", b"")[:64]), 8), get(b"i") or None
+        self.b, self.identity = _text(found.get(b"b", b"")[:64].translate(None, _FWS), 8), get(b"i") or None
         self.filled = True
         return self
 
@@ -158,13 +158,13 @@ def _number(tags: dict, tag: bytes) -> Optional[int]:
 
 
 def _base64(tags: dict, tag: bytes) -> bytes:
-    value = compact(tags[tag])
-    if not value or len(value) % 4 or not _BASE64.fullmatch(value):
-        raise SignatureProblem("neutral", f"{tag.decode()}= is not valid base64")
     try:
-        return base64.b64decode(value, validate=True)
+        decoded = base64.b64decode(tags[tag].translate(None, _FWS), validate=True)
     except (binascii.Error, ValueError):
-        raise SignatureProblem("neutral", f"{tag.decode()}= is not valid base64") from None
+        decoded = b""
+    if not decoded:
+        raise SignatureProblem("neutral", f"{tag.decode()}= is not valid base64")
+    return decoded
 
 
 def parse_signature(name: bytes, value: bytes, tags: dict) -> Signature:
