@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from salmon_dkim.activity import ActivityLog
-from salmon_dkim.config import Settings, load_settings
+from salmon_dkim.config import ConfigError, Settings, load_settings
 from salmon_dkim.dns import TXTResolver, resolver_from_settings
 from salmon_dkim.keys import KeyStore
 from salmon_dkim.sign import Signer
@@ -48,20 +48,30 @@ class DKIM:
     verifier: Verifier
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, resolver: Optional[TXTResolver] = None) -> "DKIM":
-        """Build from checked Settings; ``resolver`` replaces the one [DNS] describes (tests)."""
+    def from_settings(cls, settings: Settings, *, resolver: Optional[TXTResolver] = None,
+                      check_keys: bool = True) -> "DKIM":
+        """Build from checked Settings; ``resolver`` replaces the one [DNS] describes (tests).
+
+        With ``check_keys`` every signing key is loaded now, and an unusable one
+        (readable by others, encrypted, too weak) stops start-up with a ConfigError
+        naming each, rather than mail going out unsigned later.
+        """
         logging.getLogger("salmon_dkim").setLevel(settings.logging.log_level)
         keys = KeyStore()
         resolver = resolver if resolver is not None else resolver_from_settings(settings.dns)
         activity = ActivityLog(settings.logging.activity_log)
+        signer = Signer(settings, keys=keys, activity=activity)
+        if check_keys and settings.signing.enabled:
+            problems = signer.check_keys()
+            if problems:
+                source = settings.source or "<defaults>"
+                raise ConfigError(f"{source}: [Domains]: unusable signing keys: " + "; ".join(problems))
         # the decorator writes one "verify" line per message with the outcome, so the Verifier writes none
-        return cls(settings, keys, resolver, activity,
-                   Signer(settings, keys=keys, activity=activity),
-                   Verifier(settings, resolver))
+        return cls(settings, keys, resolver, activity, signer, Verifier(settings, resolver))
 
     @classmethod
     def from_config(cls, path: Optional[PathLike] = None, **kwargs) -> "DKIM":
-        """Build from an INI file (ConfigError names file, option and problem)."""
+        """Build from an INI file (ConfigError names file, option and problem); kwargs as from_settings."""
         return cls.from_settings(load_settings(path), **kwargs)
 
     def install(self) -> "DKIM":

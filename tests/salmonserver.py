@@ -155,7 +155,8 @@ class SMTPSink:
         self.server = _SinkServer((HOST, 0), _SinkHandler)
         self.server.sink = self
         self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
 
     def store(self, sender: str, recipients, data: bytes) -> None:
         for rcpt in recipients:

@@ -7,10 +7,11 @@ import pytest
 
 import peers
 from conftest import message
-from salmonserver import ZONE, SMTPSink, dkim_app  # noqa: F401 (module-scoped fixture)
+from salmonserver import ZONE, SMTPSink, dkim_app, install_keys, write_ini  # noqa: F401 (dkim_app: fixture)
 from salmon import mail
 from salmon.server import SMTPError
-from salmon_dkim.config import load_settings
+from salmon_dkim import glue
+from salmon_dkim.config import ConfigError, load_settings
 from salmon_dkim.decorators import dkim_sign
 from salmon_dkim.dns import ZoneResolver
 from salmon_dkim.relay import SigningRelay
@@ -151,3 +152,19 @@ def test_dkim_sign_failure_answers_451_and_skips_the_handler():
     with pytest.raises(SMTPError) as failed:
         handler(request)
     assert failed.value.code == 451 and called == []
+
+
+def test_boot_stops_on_an_unusable_signing_key_naming_it(tmp_path):
+    install_keys(tmp_path / "keys")
+    (tmp_path / "keys" / "example.org" / "s2048.key").chmod(0o644)
+    with pytest.raises(ConfigError) as refused:
+        glue.DKIM.from_config(write_ini(tmp_path / "main.ini", tmp_path))
+    assert "example.org" in str(refused.value) and "chmod 600" in str(refused.value)
+
+
+def test_boot_builds_one_context_that_bare_decorators_find(tmp_path, monkeypatch):
+    install_keys(tmp_path / "keys")
+    monkeypatch.setattr(glue, "_installed", None)
+    dkim = glue.install(write_ini(tmp_path / "main.ini", tmp_path))
+    assert glue.current() is dkim and dkim.signer.keys is dkim.keys
+    assert isinstance(dkim.relay(port=2525), SigningRelay) and dkim.relay().signer is dkim.signer
