@@ -70,7 +70,7 @@ def options(argv=None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["inbox", "subscribe", "unsubscribe", "post", "submit"])
-    parser.add_argument("address", nargs="?", help="who subscribes or unsubscribes (default alice@example.com)")
+    parser.add_argument("address", nargs="?", help="who (un)subscribes (default alice@example.com)")
     parser.add_argument("--host", default=env("EXAMPLE_HOST", "127.0.0.1"))
     parser.add_argument("--mx-port", type=int, default=int(env("EXAMPLE_MX_PORT", 8823)))
     parser.add_argument("--submission-port", type=int, default=int(env("EXAMPLE_SUBMISSION_PORT", 8587)))

@@ -24,6 +24,7 @@ from salmon_dkim.canon import (Header, MessageFormatError, canon_body, canon_hea
                                parse_tags, select_headers, split_message, strip_b_value, to_crlf)
 from salmon_dkim.config import Settings
 from salmon_dkim.dns import BudgetedResolver, DNSError, LookupLimitExceeded, NoRecord, TXTResolver
+from salmon_dkim.keys import KeyRecordError, key_name, parse_key_record
 
 AAR, AMS, SEAL = b"arc-authentication-results", b"arc-message-signature", b"arc-seal"
 ARC_FIELDS = (AAR, AMS, SEAL)
@@ -51,8 +52,8 @@ class ARCSet:
     seal: Header
 
 
-class _ChainError(Exception):
-    """The chain is broken; str() is the reason reported with arc=fail."""
+class ARCChainError(ValueError):
+    """The ARC chain on a message is broken; str() is the reason reported with arc=fail."""
 
 
 def _name(header: Header) -> bytes:
@@ -60,7 +61,7 @@ def _name(header: Header) -> bytes:
 
 
 def arc_sets(headers: Sequence[Header]) -> List[ARCSet]:
-    """The ARC sets, oldest first; _ChainError when a set is incomplete, doubled or out of sequence."""
+    """The ARC sets, oldest first; ARCChainError when one is incomplete, doubled or out of sequence."""
     by_instance: Dict[int, Dict[bytes, Header]] = {}
     for header in headers:
         name = _name(header)
@@ -68,20 +69,20 @@ def arc_sets(headers: Sequence[Header]) -> List[ARCSet]:
             continue
         match = _INSTANCE.search(header[1])
         if not match:
-            raise _ChainError(f"{header[0].decode('ascii', 'replace')} has no i= tag")
+            raise ARCChainError(f"{header[0].decode('ascii', 'replace')} has no i= tag")
         instance = int(match.group(1))
         fields = by_instance.setdefault(instance, {})
         if name in fields:
-            raise _ChainError(f"two {header[0].decode('ascii', 'replace')} fields with i={instance}")
+            raise ARCChainError(f"two {header[0].decode('ascii', 'replace')} fields with i={instance}")
         fields[name] = header
     sets = []
     for expected, instance in enumerate(sorted(by_instance), start=1):
         if instance != expected:
-            raise _ChainError(f"ARC instances are not 1..N in sequence: i={expected} is missing")
+            raise ARCChainError(f"ARC instances are not 1..N in sequence: i={expected} is missing")
         fields = by_instance[instance]
         missing = [n.decode() for n in ARC_FIELDS if n not in fields]
         if missing:
-            raise _ChainError(f"ARC set i={instance} has no {', '.join(missing)}")
+            raise ARCChainError(f"ARC set i={instance} has no {', '.join(missing)}")
         sets.append(ARCSet(instance, fields[AAR], fields[AMS], fields[SEAL]))
     return sets
 
@@ -178,7 +179,7 @@ def _own_field(name: bytes, value: bytes, method: str) -> bytes:
 
 
 def _chain_input(sets: Sequence[ARCSet]) -> bytes:
-    """What precedes the newest ARC-Seal in its signed data: older sets whole (AAR, AMS, AS), then its AAR and AMS."""
+    """What the newest ARC-Seal signs before itself: older sets whole (AAR, AMS, AS), then its AAR and AMS."""
     fields = [f for s in sets[:-1] for f in (s.aar, s.ams, s.seal)] + [sets[-1].aar, sets[-1].ams]
     return b"".join(canon_header(name, value, "relaxed") for name, value in fields)
 
@@ -209,7 +210,7 @@ class ARCSealer:
         headers, body = split_message(message)
         try:
             previous = arc_sets(headers)
-        except _ChainError:
+        except ARCChainError:
             previous, cv = [], "fail"
         instance = arc_instance_count(message) + 1
         if instance > min(max_instances, RFC_MAX_INSTANCES):
@@ -284,7 +285,6 @@ class _KeyFetcher:
         self.found: Dict[str, object] = {}
 
     def get(self, selector: str, domain: str):
-        from salmon_dkim.keys import KeyRecordError, key_name, parse_key_record  # noqa: PLC0415
         name = key_name(selector, domain)
         if name not in self.found:
             try:
@@ -292,15 +292,16 @@ class _KeyFetcher:
                 record = parse_key_record(records[0])
                 public = record.public_key()
             except NoRecord:
-                raise _ChainError(f"no key at {name}") from None
+                raise ARCChainError(f"no key at {name}") from None
             except LookupLimitExceeded:
-                raise _ChainError(f"{name} not looked up: the per-message DNS lookup limit was reached") from None
+                raise ARCChainError(f"{name} not looked up: the per-message DNS lookup limit "
+                                    "was reached") from None
             except DNSError as exc:
-                raise _ChainError(f"temporary DNS failure looking up {name}: {exc}") from None
+                raise ARCChainError(f"temporary DNS failure looking up {name}: {exc}") from None
             except KeyRecordError as exc:
-                raise _ChainError(f"the key record at {name} is unusable: {exc}") from None
+                raise ARCChainError(f"the key record at {name} is unusable: {exc}") from None
             if record.bits() < self.min_bits and record.key_type == "rsa":
-                raise _ChainError(f"the key at {name} has {record.bits()} bits, under {self.min_bits}")
+                raise ARCChainError(f"the key at {name} has {record.bits()} bits, under {self.min_bits}")
             self.found[name] = public
         return self.found[name]
 
@@ -310,10 +311,10 @@ def _tags(header: Header, required: Sequence[bytes]) -> Dict[bytes, bytes]:
     try:
         tags = parse_tags(header[1])
     except ValueError as exc:
-        raise _ChainError(f"{label} is malformed: {exc}") from None
+        raise ARCChainError(f"{label} is malformed: {exc}") from None
     missing = [t.decode() for t in required if t not in tags]
     if missing:
-        raise _ChainError(f"{label} has no {', '.join(missing)}= tag")
+        raise ARCChainError(f"{label} has no {', '.join(missing)}= tag")
     return tags
 
 
@@ -327,18 +328,18 @@ def _verify_ams(arc_set: ARCSet, headers: Sequence[Header], body: bytes, keys: _
     header_canon, _, body_canon = _text(tags.get(b"c", b"relaxed/relaxed")).partition("/")
     body_canon = body_canon or "simple"
     if header_canon not in ("relaxed", "simple") or body_canon not in ("relaxed", "simple"):
-        raise _ChainError(f"{label} has an unknown c= value")
+        raise ARCChainError(f"{label} has an unknown c= value")
     names = [n.strip() for n in compact(tags[b"h"]).split(b":")]
     if b"arc-seal" in (n.lower() for n in names):
-        raise _ChainError(f"{label} signs ARC-Seal, which RFC 8617 forbids")
+        raise ARCChainError(f"{label} signs ARC-Seal, which RFC 8617 forbids")
     body_hash = base64.b64encode(hashlib.sha256(canon_body(body, body_canon)).digest())
     if body_hash != compact(tags[b"bh"]):
-        raise _ChainError(f"{label}: the body hash does not match (the body was changed)")
+        raise ARCChainError(f"{label}: the body hash does not match (the body was changed)")
     data = b"".join(canon_header(n, v, header_canon) for n, v in select_headers(headers, names))
     data += _own_field(*arc_set.ams, header_canon)
     public = keys.get(_text(tags[b"s"]), _text(tags[b"d"]))
     if not _check(public, _text(tags[b"a"]), _b64(tags[b"b"], label), data):
-        raise _ChainError(f"{label} does not verify (d={_text(tags[b'd'])}, s={_text(tags[b's'])})")
+        raise ARCChainError(f"{label} does not verify (d={_text(tags[b'd'])}, s={_text(tags[b's'])})")
 
 
 def _verify_seal(sets: Sequence[ARCSet], keys: _KeyFetcher) -> None:
@@ -346,18 +347,18 @@ def _verify_seal(sets: Sequence[ARCSet], keys: _KeyFetcher) -> None:
     tags = _tags(arc_set.seal, [b"i", b"a", b"b", b"cv", b"d", b"s"])
     label = f"ARC-Seal i={arc_set.instance}"
     if b"h" in tags:
-        raise _ChainError(f"{label} has an h= tag, which RFC 8617 forbids")
+        raise ARCChainError(f"{label} has an h= tag, which RFC 8617 forbids")
     public = keys.get(_text(tags[b"s"]), _text(tags[b"d"]))
     data = _chain_input(sets) + _own_field(*arc_set.seal, "relaxed")
     if not _check(public, _text(tags[b"a"]), _b64(tags[b"b"], label), data):
-        raise _ChainError(f"{label} does not verify (d={_text(tags[b'd'])}, s={_text(tags[b's'])})")
+        raise ARCChainError(f"{label} does not verify (d={_text(tags[b'd'])}, s={_text(tags[b's'])})")
 
 
 def _b64(value: bytes, label: str) -> bytes:
     try:
         return base64.b64decode(compact(value), validate=True)
     except ValueError:
-        raise _ChainError(f"{label}: b= is not base64") from None
+        raise ARCChainError(f"{label}: b= is not base64") from None
 
 
 def _verify_chain(message: bytes, resolver: TXTResolver, settings: Settings) -> Tuple[str, str]:
@@ -373,7 +374,7 @@ def _verify_chain(message: bytes, resolver: TXTResolver, settings: Settings) -> 
         cv = _text(_tags(arc_set.seal, [b"cv"])[b"cv"]).lower()
         wanted = "none" if arc_set.instance == 1 else "pass"
         if cv != wanted:
-            raise _ChainError(f"ARC-Seal i={arc_set.instance} has cv={cv}, not cv={wanted}")
+            raise ARCChainError(f"ARC-Seal i={arc_set.instance} has cv={cv}, not cv={wanted}")
     keys = _KeyFetcher(BudgetedResolver(resolver, settings.dns.max_lookups_per_message),
                        settings.verification.min_key_bits)
     _verify_ams(sets[-1], headers, body, keys)
@@ -391,7 +392,7 @@ def arc_result(message: bytes, resolver: TXTResolver, settings: Settings) -> Tup
     """
     try:
         return _verify_chain(message, resolver, settings)
-    except _ChainError as exc:
+    except ARCChainError as exc:
         return "fail", str(exc)
     except MessageFormatError as exc:
         return "fail", f"the message cannot be parsed: {exc}"

@@ -68,7 +68,7 @@ def strip_signatures(message: bytes) -> bytes:
 def prepare_list_post(message: bytes, settings: Settings, list_domain: str, signer=None,
                       sealer: Optional[ARCSealer] = None, *, resolver: Optional[TXTResolver] = None,
                       arrival_cv: Optional[str] = None) -> bytes:
-    """The post as the list sends it: stripped, signed as ``list_domain`` and sealed, as ``settings.lists`` says.
+    """The post as the list sends it: stripped, signed as ``list_domain``, sealed, as ``settings.lists`` says.
 
     ``signer`` is a :class:`salmon_dkim.sign.Signer`; ``sealer`` an :class:`ARCSealer` for the
     list's domain.  The seal's cv= is ``arrival_cv`` when given, else the arc= result our

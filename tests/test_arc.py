@@ -1,17 +1,19 @@
 """ARC (RFC 8617): sealing and chain verification, checked against Mail::DKIM and dkimpy."""
 import subprocess
 from dataclasses import replace
+from types import MappingProxyType
 
 import dkim
 import pytest
 
 from conftest import message
 from peers import mail_dkim_arc_verify
-from salmon_dkim.arc import ARCError, ARCSealer, arc_instance_count, arc_result, arrival_arc_result
+from salmon_dkim.arc import (ARCError, ARCSealer, arc_instance_count, arc_result, arrival_arc_result,
+                             sealer_from_settings)
 from salmon_dkim.canon import to_crlf
-from salmon_dkim.config import DNSSettings, ListSettings, Settings
+from salmon_dkim.config import DNSSettings, DomainKeys, ListSettings, Settings, SigningSettings
 from salmon_dkim.dns import NoRecord, ZoneResolver
-from salmon_dkim.keys import load_private_key
+from salmon_dkim.keys import KeyStore, load_private_key
 
 ARRIVAL = b"Authentication-Results: mx.example.net; dkim=pass header.d=example.org header.b=abcd\r\n"
 SETTINGS = Settings()
@@ -59,7 +61,8 @@ def second_hop(data: bytes, keys_dir) -> bytes:
 
 
 def test_sealed_message_passes_our_check(sealed, resolver):
-    assert arc_result(sealed, resolver, SETTINGS) == ("pass", "1 ARC set verified, last sealed by example.com")
+    assert arc_result(sealed, resolver, SETTINGS) == ("pass",
+                                                      "1 ARC set verified, last sealed by example.com")
 
 
 def test_sealed_message_passes_mail_dkim(sealed, zone_file):
@@ -115,7 +118,8 @@ def test_chain_with_a_missing_seal_fails(sealed, keys_dir, resolver):
 
 def test_chain_with_a_gap_fails(sealed, keys_dir, resolver):
     chained = second_hop(sealed, keys_dir).replace(b"i=2;", b"i=3;")
-    assert arc_result(chained, resolver, SETTINGS)[1] == "ARC instances are not 1..N in sequence: i=2 is missing"
+    assert arc_result(chained, resolver, SETTINGS)[1] == \
+        "ARC instances are not 1..N in sequence: i=2 is missing"
 
 
 def test_seal_reporting_failure_ends_the_chain(sealer, sealed, keys_dir, resolver, zone_file):
@@ -184,3 +188,12 @@ print $s->as_string;
                           capture_output=True, timeout=30, check=True)
     assert done.stdout.startswith(b"ARC-Seal:"), done.stdout + done.stderr
     assert arc_result(to_crlf(done.stdout) + data, resolver, SETTINGS)[0] == "pass"
+
+
+def test_sealer_from_settings_uses_the_domains_rsa_key(keys_dir):
+    files = (keys_dir / "example.com/ed1.key", keys_dir / "example.com/s1.key")
+    entry = DomainKeys("example.com", ("ed1", "s1"), files)
+    settings = Settings(signing=SigningSettings(domains=MappingProxyType({"example.com": entry})))
+    sealer = sealer_from_settings(settings, "Example.COM", KeyStore())
+    assert (sealer.domain, sealer.selector, sealer.algorithm) == ("example.com", "s1", "rsa-sha256")
+    assert sealer_from_settings(settings, "example.org", KeyStore()) is None

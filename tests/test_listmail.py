@@ -37,7 +37,8 @@ def resolver(zone_file):
 def post(keys_dir):
     """A post as it reaches the list: signed by its author's domain (example.org), List-Id added."""
     original = to_crlf(message("plain.eml"))
-    signature = dkim_sign(original, "example.org", "s2048", load_private_key(keys_dir / "example.org/s2048.key"))
+    key = load_private_key(keys_dir / "example.org/s2048.key")
+    signature = dkim_sign(original, "example.org", "s2048", key)
     return ARRIVAL + b"List-Id: <lunch.example.com>\r\n" + signature + original
 
 
@@ -98,12 +99,14 @@ def test_strip_sigs_no_keeps_the_authors_signature(post, settings, resolver):
 
 
 def test_sign_list_mail_no_leaves_the_post_unsigned(post, settings):
-    sent = prepare_list_post(post, with_lists(settings, sign_list_mail=False), "example.com", Signer(settings))
+    unsigned = with_lists(settings, sign_list_mail=False)
+    sent = prepare_list_post(post, unsigned, "example.com", Signer(settings))
     assert b"DKIM-Signature" not in sent
 
 
 def test_arc_seal_records_the_arrival_results(post, settings, sealer, resolver, zone_file):
-    sent = prepare_list_post(post, with_lists(settings, arc_seal=True), "example.com", Signer(settings), sealer)
+    sealing = with_lists(settings, arc_seal=True)
+    sent = prepare_list_post(post, sealing, "example.com", Signer(settings), sealer)
     assert sent.startswith(b"ARC-Seal: i=1;")
     assert b"ARC-Authentication-Results: i=1; lists.example.com;\r\n dkim=pass header.d=example.org" in sent
     assert arc_result(sent, resolver, settings)[0] == "pass"
