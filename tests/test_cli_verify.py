@@ -95,3 +95,10 @@ def test_installed_command_reads_stdin_and_exits_by_result(signed):
     proc = subprocess.run([str(script), "verify", "--json", "--zone", ZONE], input=signed.read_bytes(),
                           capture_output=True)
     assert proc.returncode == 0 and json.loads(proc.stdout)[0]["result"] == "pass"
+
+
+@pytest.mark.parametrize("data", [b"", bytes(range(256)) * 50, b"DKIM-Signature: v=1; broken\r\n\r\nbody\r\n"])
+def test_garbage_input_exits_1_with_a_json_array(data):
+    result = run("--zone", ZONE, "--json", input=data)
+    assert result.exit_code == 1
+    assert all(r["result"] in ("neutral", "permerror") for r in json.loads(result.output))
