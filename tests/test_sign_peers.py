@@ -14,7 +14,7 @@ from peers import (have_mail_dkim, have_opendkim, mail_dkim_sign, mail_dkim_veri
 from salmon_dkim.activity import ActivityLog
 from salmon_dkim.canon import to_crlf
 from salmon_dkim.config import DomainKeys, Settings, SigningSettings
-from salmon_dkim.sign import Signer
+from salmon_dkim.sign import DEFAULT_HEADERS, Signer
 
 pytestmark = [pytest.mark.skipif(not have_mail_dkim(), reason="libmail-dkim-perl not installed"),
               pytest.mark.skipif(not have_opendkim(), reason="opendkim not installed")]
@@ -25,21 +25,25 @@ CANONS = ["relaxed/relaxed", "relaxed/simple", "simple/relaxed", "simple/simple"
 CASES = [(name, c) for name in MESSAGE_NAMES for c in CANONS]
 
 
-def dual_signer(keys_dir, canon: str) -> Signer:
+def example_com_keys(keys_dir):
+    private_copy(KEYS / "example.com.rsa2048.key", keys_dir / "example.com/s1.key")
+    private_copy(KEYS / "example.com.ed25519.key", keys_dir / "example.com/ed1.key")
+    return keys_dir
+
+
+def dual_signer(keys_dir, canon: str, **options) -> Signer:
     header, body = canon.split("/")
     files = (keys_dir / "example.com/s1.key", keys_dir / "example.com/ed1.key")
     entry = DomainKeys("example.com", ("s1", "ed1"), files)
     signing = SigningSettings(keys_dir=keys_dir, domains=MappingProxyType({"example.com": entry}),
-                              header_canon=header, body_canon=body)
+                              header_canon=header, body_canon=body, **options)
     return Signer(Settings(signing=signing), activity=ActivityLog(None))
 
 
 @pytest.fixture(scope="module")
 def signed(tmp_path_factory) -> dict:
     """{(message name, canonicalization): signed bytes}."""
-    keys_dir = tmp_path_factory.mktemp("keys")
-    private_copy(KEYS / "example.com.rsa2048.key", keys_dir / "example.com/s1.key")
-    private_copy(KEYS / "example.com.ed25519.key", keys_dir / "example.com/ed1.key")
+    keys_dir = example_com_keys(tmp_path_factory.mktemp("keys"))
     signers = {c: dual_signer(keys_dir, c) for c in CANONS}
     return {(name, c): signers[c].sign(message(name)).message for name, c in CASES}
 
@@ -120,3 +124,24 @@ def test_opendkim_signs_ed25519_with_relaxed_headers(peer_keys):
     signed = opendkim_sign(message("plain.eml"), "example.com", "ed1", peer_keys["ed1"], "relaxed/simple")
     assert signed.startswith(b"DKIM-Signature: v=1; a=ed25519-sha256;")
     assert [r.result for r in opendkim_results(signed, ZONE)] == ["pass"]
+
+
+def test_signature_added_on_top_of_another_domains_signature_keeps_both_valid(peer_keys, tmp_path):
+    org_key = private_copy(KEYS / "example.org.rsa2048.key", tmp_path / "s2048.key")
+    first = mail_dkim_sign(message("plain.eml"), "example.org", "s2048", org_key, "simple/simple")
+    both = dual_signer(example_com_keys(tmp_path / "keys"), "relaxed/relaxed").sign(first).message
+    assert both.endswith(first)
+    results = {(r.domain, r.selector): r.result for r in opendkim_results(both, ZONE)}
+    assert results == {("example.com", "s1"): "pass", ("example.com", "ed1"): "pass",
+                       ("example.org", "s2048"): "pass"}
+
+
+@pytest.mark.parametrize("canon", ["simple/simple", "relaxed/relaxed"])
+def test_long_h_list_with_every_header_oversigned_verifies(canon, tmp_path):
+    signer = dual_signer(example_com_keys(tmp_path / "keys"), canon, oversign_headers=DEFAULT_HEADERS)
+    extra = (b"Reply-To: a@example.com\r\nSender: s@example.com\r\nCc: c@example.net\r\n"
+             b"In-Reply-To: <x@y>\r\nReferences: <x@y>\r\n  <z@y>\r\n")
+    signed = signer.sign(extra + message("utf8-folded.eml")).message
+    top = signed[:signed.index(b"\r\nReply-To:")]
+    assert all(len(line) < 78 for line in top.split(b"\r\n"))
+    assert [r.result for r in opendkim_results(signed, ZONE)] == ["pass", "pass"]
