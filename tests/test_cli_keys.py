@@ -260,3 +260,37 @@ def test_check_dns_unreadable_zone_file_is_exit_2(keys_dir, tmp_path):
     bad.write_text("this is not ( a zone\n")
     result = check(keys_dir, bad)
     assert result.exit_code == 2 and "cannot be read as a zone file" in result.stderr
+
+
+# --- check-dns over live DNS (a real dnsmasq on 127.0.0.1) ----------------------
+
+from dnsserver import black_hole, keys_dns_server  # noqa: E402,F401  (fixtures)
+
+
+def live_config(tmp_path, dns_section: str, keys_dir) -> Path:
+    path = tmp_path / "salmon_dkim.ini"
+    path.write_text(f"[Signing]\nKeysDir = {keys_dir}\n{dns_section}Timeout = 0.5\n")
+    return path
+
+
+def test_check_dns_over_live_dns_passes_with_the_configured_name_server(tmp_path, keys_dir,
+                                                                          keys_dns_server):
+    config = live_config(tmp_path, keys_dns_server.ini(), keys_dir)
+    result = run("check-dns", "example.com", "ed1", "--config", config)
+    assert result.exit_code == 0, result.output
+
+
+def test_check_dns_over_live_dns_says_not_published_for_nxdomain(tmp_path, keys_dir, keys_dns_server):
+    config = live_config(tmp_path, keys_dns_server.ini(), keys_dir)
+    result = run("check-dns", "example.com", "nosuch", "--config", config, "--keys-dir", keys_dir)
+    assert result.exit_code == 2  # no private key for that selector either
+    private_copy(KEYS / "example.com.rsa2048.key", keys_dir / "example.com" / "nosuch.key")
+    result = run("check-dns", "example.com", "nosuch", "--config", config)
+    assert result.exit_code == 1 and result.stdout.startswith("not published:")
+
+
+def test_check_dns_temporary_failure_says_could_not_fetch(tmp_path, keys_dir, black_hole):
+    section = f"[DNS]\nNameservers = 127.0.0.1\nPort = {black_hole.port}\n"
+    result = run("check-dns", "example.com", "s1", "--config", live_config(tmp_path, section, keys_dir))
+    assert result.exit_code == 1
+    assert result.stdout.startswith("could not fetch: temporary DNS failure")

@@ -7,6 +7,7 @@ one retired.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import re
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from salmon_dkim.cli import main
+from salmon_dkim.config import ConfigError, Settings, load_settings
 from salmon_dkim.dns import DNSError, NoRecord, TemporaryDNSError, TXTResolver, ZoneResolver
 from salmon_dkim.keys import (MIN_RSA_BITS, KeyFileError, KeyRecordError, PrivateKey, key_name,
                               load_private_key, parse_key_record, zone_line)
@@ -152,18 +154,22 @@ def dns_record(domain: str, selector: str, keys_dir: str, testing: bool) -> None
     click.echo(zone_line(selector, domain, private.dns_txt(testing)))
 
 
-def _resolver(zone) -> TXTResolver:
+def _resolver(zone, dns_settings) -> TXTResolver:
     if zone:
         try:
             return ZoneResolver(zone)
         except DNSError as exc:
             _stop(2, f"error: {exc}")
-    from salmon_dkim.config import DNSSettings  # noqa: PLC0415 (live DNS only when asked for)
-    from salmon_dkim.dns import resolver_from_settings  # noqa: PLC0415
+    from salmon_dkim.dns import resolver_from_settings  # noqa: PLC0415 (live DNS only when asked for)
+    # A check must see what DNS serves now, not what an earlier lookup cached.
+    return resolver_from_settings(dataclasses.replace(dns_settings, cache_size=0, cache_file=None))
+
+
+def _settings(config) -> Settings:
     try:
-        return resolver_from_settings(DNSSettings())
-    except ModuleNotFoundError as exc:
-        _stop(2, f"error: live DNS is not available here ({exc}); use --zone FILE")
+        return load_settings(config, check_key_files=False) if config else Settings()
+    except ConfigError as exc:
+        _stop(2, f"error: {exc}")
 
 
 def _published(resolver: TXTResolver, name: str) -> bytes:
@@ -192,14 +198,18 @@ def _published(resolver: TXTResolver, name: str) -> bytes:
 @main.command("check-dns")
 @click.argument("domain", callback=_domain)
 @click.argument("selector", callback=_selector)
-@click.option("--keys-dir", default="keys", show_default=True, help="Folder holding DOMAIN/SELECTOR.key.")
+@click.option("--keys-dir", help="Folder holding DOMAIN/SELECTOR.key (default: KeysDir of --config, else keys).")
 @click.option("--zone", type=click.Path(dir_okay=False), help="Answer DNS from this zone file instead.")
-def check_dns(domain: str, selector: str, keys_dir: str, zone) -> None:
+@click.option("--config", type=click.Path(dir_okay=False),
+              help="salmon_dkim.ini: its [DNS] name servers, port, timeout and zone file are used.")
+def check_dns(domain: str, selector: str, keys_dir, zone, config) -> None:
     """Check that DNS publishes the public half of DOMAIN/SELECTOR.key (exit 0 only then)."""
+    settings = _settings(config)
+    keys_dir = keys_dir or (str(settings.signing.keys_dir) if config else "keys")
     private = _load(keys_dir, domain, selector)
     name = key_name(selector, domain)
     try:
-        record = parse_key_record(_published(_resolver(zone), name))
+        record = parse_key_record(_published(_resolver(zone, settings.dns), name))
     except KeyRecordError as exc:
         _stop(1, f"malformed: the record at {name} has a bad {exc.tag or 'tag list'}: {exc}")
     fix = f"publish the record from salmon-dkim dns-record {domain} {selector}"
