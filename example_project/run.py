@@ -97,20 +97,31 @@ def serve(args) -> int:
                       EXAMPLE_SINK_PORT=str(args.sink_port), EXAMPLE_DKIM_CONFIG=args.config)
     for folder in ("logs", "run"):
         (HERE / folder).mkdir(exist_ok=True)
+    from salmon_dkim.config import ConfigError  # noqa: PLC0415
+
     ini = (HERE / args.config).resolve()
-    zone = zone_path(ini)
-    if not zone.exists():
-        zone.write_text("", encoding="ascii")
-    ensure_keys(ini)
-    write_zone(ini)
+    try:
+        zone = zone_path(ini)
+        if not zone.exists():
+            zone.write_text("", encoding="ascii")
+        ensure_keys(ini)
+        write_zone(ini)
+    except (ConfigError, KeyError, OSError) as exc:
+        print(f"cannot prepare the example from {args.config}: {exc}", file=sys.stderr)
+        return 2
 
     from salmon import utils  # noqa: PLC0415 (imports config.settings and config.boot from here)
     from salmon._vendor import asyncore  # noqa: PLC0415
     from sink import SMTPSink  # noqa: PLC0415
 
-    sink = SMTPSink("127.0.0.1", args.sink_port, HERE / "sink").start()
-    settings = utils.import_settings(True)
-    settings.receiver.start()
+    try:
+        sink = SMTPSink("127.0.0.1", args.sink_port, HERE / "sink").start()
+        settings = utils.import_settings(True)
+        settings.receiver.start()
+    except OSError as exc:
+        print(f"cannot listen: {exc}; is the example running already? Other ports: "
+              "--mx-port, --submission-port, --sink-port", file=sys.stderr)
+        return 1
     print(banner(args, zone), flush=True)
 
     stop = threading.Event()
