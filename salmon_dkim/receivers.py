@@ -363,14 +363,21 @@ class LMTPReceiver(_Receiver):
 
 
 class Receivers:
-    """Several receivers as one ``settings.receiver``: ``start()`` starts them all."""
+    """Several receivers as one ``settings.receiver``: ``start()`` starts them all, in one thread.
 
-    def __init__(self, *receivers: _Receiver):
+    Salmon's own receivers may be among them: they are served by the same
+    thread rather than starting one each.
+    """
+
+    def __init__(self, *receivers):
         self.receivers = receivers
 
     def start(self) -> None:
         for receiver in self.receivers:
-            receiver.start()
+            if isinstance(receiver, _Receiver):
+                receiver.start()
+            else:  # a Salmon receiver's start() would run a second asyncore loop over the same sockets
+                receiver.poller = start_loop()
 
     def __iter__(self):
         return iter(self.receivers)

@@ -91,7 +91,8 @@ class SigningRelay(Relay):
                 return message_bytes(message)
             LOG.warning("%r was changed after @dkim_sign signed it: signing it again; "
                         "leave the signing to the SigningRelay in handlers that change messages", message)
-        return self.signer.sign(wire_bytes(message), sender=sender).message
+        address = email.utils.parseaddr(sender)[1] if isinstance(sender, str) else None
+        return self.signer.sign(wire_bytes(message), sender=address or None).message
 
     def deliver(self, message, To=None, From=None) -> None:
         if isinstance(message, (bytes, str)):

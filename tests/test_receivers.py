@@ -1,4 +1,5 @@
 """Receivers: exact bytes and the session, through a running Salmon server (tests/apps/dkimapp)."""
+import smtplib
 import socket
 
 import pytest
@@ -132,3 +133,23 @@ def test_unstuff_follows_rfc_5321_section_4_5_2():
     assert unstuff(b"\r\n..a\r\nb\r\n...c") == b".a\r\nb\r\n..c\r\n"
     assert unstuff(b"\r\n") == b"\r\n"
     assert unstuff(b"") == b""
+
+
+def test_receivers_serve_salmon_receivers_too_in_one_thread():
+    from salmon.server import SMTPReceiver as SalmonSMTPReceiver
+    from salmon_dkim.receivers import Receivers, SMTPReceiver
+
+    ours = SMTPReceiver("127.0.0.1", 0)
+    stock = SalmonSMTPReceiver("127.0.0.1", 0)
+    try:
+        Receivers(ours, stock).start()
+        assert ours.poller is stock.poller and ours.poller.is_alive()
+        for port in (ours.port, stock.socket.getsockname()[1]):
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                assert client.noop()[0] == 250
+    finally:  # an empty socket map ends the loop thread
+        for receiver in (ours, stock):
+            receiver.del_channel()
+            receiver.socket.close()
+        ours.poller.join(5)
+    assert not ours.poller.is_alive()
