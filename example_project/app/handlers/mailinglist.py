@@ -22,7 +22,7 @@ from app.listeners import listener
 from app.model.members import Members
 from config import settings
 from salmon_dkim import glue
-from salmon_dkim.arc import arc_result, sealer_from_settings
+from salmon_dkim.arc import arc_result, arrival_arc_result, sealer_from_settings
 from salmon_dkim.decorators import dkim_verify, message_bytes
 from salmon_dkim.listmail import prepare_list_post
 
@@ -78,15 +78,26 @@ def POST(message, list=None, host=None):
                              f"join by writing to {list}-subscribe@{host}")
     dkim = glue.current()
     arrival = message_bytes(message)  # as received, our Authentication-Results on top
-    chain = arc_result(arrival, dkim.resolver, dkim.settings) if dkim.settings.lists.arc_verify else None
+    chain = arrival_chain(dkim, arrival)
     post = list_fields(arrival, list, host)
-    sent = prepare_list_post(post, dkim.settings, host, dkim.signer, sealer(dkim, host),
-                             arrival_cv=chain[0] if chain else None)
+    sent = prepare_list_post(post, dkim.settings, host, dkim.signer, sealer(dkim, host), arrival_cv=chain)
     recipients = members.of(list)
     for member in recipients:
         deliver_as_is(sent, f"{list}-bounces@{host}", member)
-    log.info("post from %s to %s sent to %d members (ARC on arrival: %s)", address, list,
-             len(recipients), f"{chain[0]}: {chain[1]}" if chain else "not checked")
+    log.info("post from %s to %s sent to %d members (ARC chain on arrival: %s)", address, list,
+             len(recipients), chain or "not checked")
+
+
+def arrival_chain(dkim, arrival: bytes):
+    """The ARC chain as it arrived: arc= in our Authentication-Results, else checked here.
+
+    Before the list changes the post: its subject tag would break the last ARC-Message-Signature.
+    """
+    found = arrival_arc_result(arrival, dkim.settings.verification.authserv_id)
+    if found is None and dkim.settings.lists.arc_verify:
+        found, reason = arc_result(arrival, dkim.resolver, dkim.settings)
+        log.info("ARC chain on arrival: %s (%s)", found, reason)
+    return found
 
 
 def list_fields(data: bytes, list_name: str, host: str) -> bytes:
