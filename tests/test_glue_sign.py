@@ -168,3 +168,13 @@ def test_boot_builds_one_context_that_bare_decorators_find(tmp_path, monkeypatch
     dkim = glue.install(write_ini(tmp_path / "main.ini", tmp_path))
     assert glue.current() is dkim and dkim.signer.keys is dkim.keys
     assert isinstance(dkim.relay(port=2525), SigningRelay) and dkim.relay().signer is dkim.signer
+
+
+def test_relay_delivers_bytes_signed_as_given(tmp_path):
+    install_keys(tmp_path / "keys")
+    dkim = glue.DKIM.from_config(write_ini(tmp_path / "main.ini", tmp_path))
+    sent = message("plain.eml")
+    with SMTPSink(tmp_path / "sink") as sink:
+        dkim.relay("127.0.0.1", sink.port).deliver(sent, To="raw@remote.example", From="alice@example.com")
+        split_signature(sink.received("raw"), sent)
+        assert dkim.verifier.verify(sink.received("raw")).passed
