@@ -197,3 +197,10 @@ def test_sealer_from_settings_uses_the_domains_rsa_key(keys_dir):
     sealer = sealer_from_settings(settings, "Example.COM", KeyStore())
     assert (sealer.domain, sealer.selector, sealer.algorithm) == ("example.com", "s1", "rsa-sha256")
     assert sealer_from_settings(settings, "example.org", KeyStore()) is None
+
+
+def test_ed25519_seal_passes_our_check(keys_dir, resolver):
+    key = load_private_key(keys_dir / "example.com/ed1.key")
+    sealed = ARCSealer("example.com", "ed1", key, "mx.example.net").seal(to_crlf(message("multipart.eml")))
+    assert b"a=ed25519-sha256" in sealed
+    assert arc_result(sealed, resolver, SETTINGS)[0] == "pass"
