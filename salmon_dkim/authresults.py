@@ -2,7 +2,8 @@
 
 One header per message, one ``dkim=`` result per signature checked (RFC 6008
 ``header.b`` tells apart two signatures of one domain), ``dkim=none`` when
-unsigned, ``dkim-adsp=`` (the RFC 5617 method name) when ADSP ran.  Incoming
+unsigned, ``arc=`` when the message carries an ARC chain (RFC 8617), ``dkim-adsp=``
+(the RFC 5617 method name) when ADSP ran.  Incoming
 headers that claim our authserv-id are forged or stale and are removed first
 (RFC 8601 section 5).
 """
@@ -12,6 +13,7 @@ import re
 from typing import List
 
 import authres
+import authres.arc
 import authres.dkim_adsp
 import authres.dkim_b
 from authres.core import AuthenticationResult, AuthenticationResultProperty
@@ -21,7 +23,7 @@ from salmon_dkim.verify import VerificationReport
 
 MAX_LINE = 78
 _REASON_LIMIT = 120
-_PARSER = authres.FeatureContext(authres.dkim_b, authres.dkim_adsp)
+_PARSER = authres.FeatureContext(authres.dkim_b, authres.dkim_adsp, authres.arc)
 
 
 def _reason(text) -> str:
@@ -44,6 +46,9 @@ def authentication_results(authserv_id: str, report: VerificationReport) -> str:
     if not results:
         results.append(AuthenticationResult("dkim", result="none",
                                             reason=_reason(report.unverified_reason)))
+    if report.arc:
+        results.append(AuthenticationResult("arc", result=report.arc,
+                                            reason=None if report.arc == "pass" else _reason(report.arc_reason)))
     if report.adsp:
         results.append(DKIMADSPAuthenticationResult(
             result=report.adsp, header_from=report.author_domain or None,

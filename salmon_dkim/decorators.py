@@ -44,7 +44,7 @@ from salmon_dkim import authresults, receivers
 from salmon_dkim.policy import Outcome, Session, decide, exempt
 from salmon_dkim.receivers import message_bytes, replace_data
 
-__all__ = ["dkim_verify", "dkim_sign", "apply_verification", "apply_signing", "internal_failure",
+__all__ = ["dkim_verify", "dkim_sign", "apply_verification", "apply_signing",
            "message_bytes", "replace_data", "session_of"]  # message_bytes, replace_data: from receivers
 
 LOG = logging.getLogger("salmon_dkim.decorators")
@@ -109,12 +109,6 @@ def _strip_fields(data: bytes, name: str) -> bytes:
     return re.sub(pattern, b"", head) + rest
 
 
-def internal_failure(report) -> Optional[str]:
-    """The reason, when the Verifier caught a bug of its own (whole message or one signature)."""
-    reasons = [report.unverified_reason or ""] + [r.reason for r in report.results]
-    return next((r for r in reasons if r.startswith("internal error")), None)
-
-
 def apply_verification(message, context) -> None:
     """Verify ``message.Data``, annotate the message, raise SMTPError for reject/tempfail.
 
@@ -132,9 +126,8 @@ def apply_verification(message, context) -> None:
                                     peer=session.peer_ip, reason=skip)
             return
         report = context.verifier.verify(data)
-        failure = internal_failure(report)
-        if failure:
-            raise InternalError(failure)
+        if report.internal_error:
+            raise InternalError(report.internal_error)
         outcome = decide(report, session, settings)
         context.activity.record(
             "verify", message_id=_message_id(data), peer=session.peer_ip,

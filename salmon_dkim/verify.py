@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from salmon_dkim import adsp as adsp_check
+from salmon_dkim.arc import arc_result
 from salmon_dkim.canon import (Header, MessageFormatError, canon_body, canon_header,
                                parse_tags, select_headers, split_message, strip_b_value, to_crlf)
 from salmon_dkim.dns import (BudgetedResolver, DNSError, LookupLimitExceeded, NoRecord,
@@ -52,6 +53,7 @@ _FWS = b" \t\r\n"
 _DIGITS = re.compile(rb"[0-9]{1,76}")
 _SIMPLE_FROM = re.compile(rb"[ \t]*(?:[\w .'-]*<[\w.+-]+@([\w.-]+)>|[\w.+-]+@([\w.-]+))[ \t]*\r\n")
 _CRYPTO_HASHES = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
+_INTERNAL = "internal error"
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,9 @@ class VerificationReport:
     adsp: Optional[str] = None  # RFC 5617 result word when ADSP ran
     adsp_reason: Optional[str] = None
     unverified_reason: Optional[str] = None  # why the message as a whole was not verified
+    arc: Optional[str] = None  # RFC 8617 chain result (pass / fail) when the message has ARC sets
+    arc_reason: Optional[str] = None
+    internal_error: Optional[str] = None  # a bug of ours cost a result: InternalErrorAction applies
 
     @property
     def passed(self) -> bool:
@@ -286,14 +291,19 @@ class Verifier:
         bodies: Dict[str, bytes] = {}
         results = tuple(self._check(n, v, headers, body, bodies, resolver) for n, v in signatures[:cap])
         domain = author_domain(headers)
-        adsp = reason = None
+        adsp = reason = arc = arc_reason = None
+        bugs = [r.reason for r in results if r.reason.startswith(_INTERNAL)]
         if self.options.adsp:
             try:
                 adsp, reason = adsp_check.evaluate(domain, results, resolver)
             except Exception as exc:  # as for a signature: our bug must not cost the message
                 log.exception("ADSP check of %s: internal error", domain)
-                adsp, reason = "permerror", f"internal error: {type(exc).__name__}: {exc}"
-        return VerificationReport(results, max(0, len(signatures) - cap), domain, adsp, reason)
+                adsp, reason = "permerror", f"{_INTERNAL}: {type(exc).__name__}: {exc}"
+                bugs.append(reason)
+        if self.settings.lists.arc_verify and any(n.lower().strip() == b"arc-seal" for n, _ in headers):
+            arc, arc_reason = arc_result(message, self.resolver, self.settings)
+        return VerificationReport(results, max(0, len(signatures) - cap), domain, adsp, reason,
+                                  arc=arc, arc_reason=arc_reason, internal_error=bugs[0] if bugs else None)
 
     def _unverified(self, data: bytes, result: str, reason: str) -> VerificationReport:
         """A report for a message whose signatures cannot be checked: each one found gets ``reason``."""
@@ -317,7 +327,7 @@ class Verifier:
             word, reason = problem.result, problem.reason
         except Exception as exc:  # a bug must cost one signature, not the message
             log.exception("DKIM signature d=%s s=%s: internal error", shown.domain, shown.selector)
-            word, reason = "permerror", f"internal error: {type(exc).__name__}: {exc}"
+            word, reason = "permerror", f"{_INTERNAL}: {type(exc).__name__}: {exc}"
         return _result(kind, shown if shown.filled else shown.read(value), word, reason)
 
     def _verify_signature(self, name, value, headers, body, bodies, resolver,

@@ -204,3 +204,29 @@ def test_ed25519_seal_passes_our_check(keys_dir, resolver):
     sealed = ARCSealer("example.com", "ed1", key, "mx.example.net").seal(to_crlf(message("multipart.eml")))
     assert b"a=ed25519-sha256" in sealed
     assert arc_result(sealed, resolver, SETTINGS)[0] == "pass"
+
+
+# -- the chain in the Verifier's report and our Authentication-Results ----------------
+
+def test_verifier_reports_an_arriving_chain_and_the_header_says_arc_pass(sealed, resolver):
+    from salmon_dkim.authresults import authentication_results, parse
+    from salmon_dkim.verify import Verifier
+    report = Verifier(SETTINGS, resolver).verify(sealed)
+    assert (report.arc, report.arc_reason) == ("pass", "1 ARC set verified, last sealed by example.com")
+    header = authentication_results("mx.example.org", report)
+    assert [(r.method, r.result) for r in parse(header).results] == [("dkim", "none"), ("arc", "pass")]
+
+
+def test_verifier_reports_a_broken_chain_as_arc_fail_with_its_reason(sealed, resolver):
+    from salmon_dkim.authresults import authentication_results
+    from salmon_dkim.verify import Verifier
+    report = Verifier(SETTINGS, resolver).verify(sealed.replace(b"noon", b"one"))
+    assert report.arc == "fail"
+    assert "arc=fail reason=" in authentication_results("mx.example.org", report)
+
+
+def test_verifier_leaves_arc_out_without_a_chain_or_when_switched_off(sealed, resolver):
+    from salmon_dkim.verify import Verifier
+    assert Verifier(SETTINGS, resolver).verify(to_crlf(message("plain.eml"))).arc is None
+    off = replace(SETTINGS, lists=ListSettings(arc_verify=False))
+    assert Verifier(off, resolver).verify(sealed).arc is None

@@ -485,6 +485,11 @@ def test_internal_error_costs_one_signature_not_the_message(signed, zone):
     report = Verifier(settings(), BrokenResolver(), clock=lambda: NOW).verify(signed["good"])
     result = only(report)
     assert (result.result, result.reason) == ("permerror", "internal error: RuntimeError: resolver bug")
+    assert report.internal_error == "internal error: RuntimeError: resolver bug"
+
+
+def test_a_clean_report_has_no_internal_error(signed, zone):
+    assert Verifier(settings(), ZoneResolver(zone), clock=lambda: NOW).verify(signed["good"]).internal_error is None
 
 
 # --- keys are parsed once ------------------------------------------------------
