@@ -1,8 +1,8 @@
 """DKIM signing, verification and key management for the Salmon mail server framework.
 
-The core modules (config, keys, dns, canon, sign, verify, policy, authresults,
-listmail) import nothing from Salmon; the glue modules (receivers, decorators,
-relay) do.
+The core modules (config, keys, dns, livedns, cache, canon, sign, verify, adsp,
+policy, authresults, listmail, arc, activity) import nothing from Salmon; the
+glue modules (receivers, decorators, relay, glue) do.
 """
 
 __version__ = "0.1.0"
