@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import functools
 import hashlib
+import re
 import logging
 import time
 from dataclasses import dataclass
@@ -58,9 +60,15 @@ class SignResult:
 def signed_names(headers: Sequence[Header], names: Iterable[str],
                  oversign: Iterable[str] = ("from",)) -> Tuple[str, ...]:
     """The h= list: each name once per instance present; oversigned names once more, present or not."""
+    present = tuple(name.strip(b" \t").lower() for name, _ in headers)
+    return _h_list(present, tuple(names), tuple(oversign))
+
+
+@functools.lru_cache(maxsize=512)  # mail from one application has a handful of header layouts
+def _h_list(present: Tuple[bytes, ...], names: Tuple[str, ...], oversign: Tuple[str, ...]) -> Tuple[str, ...]:
     counts: dict = {}
-    for name, _ in headers:
-        key = name.strip(b" \t").lower().decode("ascii", "replace")
+    for name in present:
+        key = name.decode("ascii", "replace")
         counts[key] = counts.get(key, 0) + 1
     oversign = [n.lower() for n in oversign]
     wanted = list(dict.fromkeys(n.lower() for n in names))
@@ -72,47 +80,41 @@ def signed_names(headers: Sequence[Header], names: Iterable[str],
     return tuple(chosen)
 
 
-class _Lines:
-    """A header field built line by line, each under WIDTH characters, folded with CRLF SP."""
+def _fold(pieces: Iterable[str]) -> List[str]:
+    """Header lines of at most WIDTH characters: each piece on the current line when it fits.
 
-    def __init__(self, start: str) -> None:
-        self.lines = [start]
-
-    def room(self) -> int:
-        return WIDTH - len(self.lines[-1])
-
-    def add(self, text: str) -> None:
-        """An unbreakable piece: on this line when it fits, else on a new one."""
-        if len(text) > self.room() and self.lines[-1].strip():
-            self.lines.append("")
-        self.lines[-1] += text
-
-    def spill(self, text: str) -> None:
-        """A piece that may break anywhere (base64): fills this line, then whole new lines."""
-        while text:
-            if self.room() <= 0:
-                self.lines.append(" ")
-            take = text[:self.room()]
-            self.lines[-1] += take
-            text = text[len(take):]
-
-    def text(self) -> str:
-        return "\r\n".join(self.lines)
-
-
-def _header_before_b(tags: Sequence[Tuple[str, str]], names: Sequence[str]) -> _Lines:
-    """DKIM-Signature with every tag and h=, ending in " b=" (the value comes after signing)."""
-    lines = _Lines("DKIM-Signature:")
-    for tag, value in tags:
-        lines.add(f" {tag}={value};")
-    pieces = [name + ":" for name in names[:-1]] + [names[-1] + ";"]
-    lines.add(" h=" + pieces[0])
-    for piece in pieces[1:]:
-        lines.add(piece if len(piece) <= lines.room() else " " + piece)
-    if lines.room() < 20:  # b= starts a line of its own rather than leave a stub of signature
-        lines.lines.append("")
-    lines.lines[-1] += " b="
+    A piece that starts a new line gets a leading space (folding whitespace) if it has none.
+    """
+    lines = ["DKIM-Signature:"]
+    line = lines[0]
+    for piece in pieces:
+        if len(line) + len(piece) > WIDTH:
+            lines[-1] = line
+            line = piece if piece[0] == " " else " " + piece
+            lines.append(line)
+        else:
+            line += piece
+    lines[-1] = line
     return lines
+
+
+def _header_before_b(tags: Sequence[Tuple[str, str]], names: Sequence[str]) -> List[str]:
+    """DKIM-Signature lines with every tag and h=, ending in " b=" (the value comes after signing)."""
+    h = [name + ":" for name in names]
+    h[0], h[-1] = " h=" + h[0], h[-1][:-1] + ";"
+    lines = _fold([f" {tag}={value};" for tag, value in tags] + h)
+    if WIDTH - len(lines[-1]) < 20:  # b= starts a line of its own rather than leave a stub of signature
+        lines.append("")
+    lines[-1] += " b="
+    return lines
+
+
+def _spill(lines: List[str], text: str) -> None:
+    """Base64 that may break anywhere: fills the last line, then whole new lines."""
+    room = WIDTH - len(lines[-1])
+    lines[-1] += text[:room]
+    for start in range(room, len(text), WIDTH - 1):
+        lines.append(" " + text[start:start + WIDTH - 1])
 
 
 def _sign_data(key: PrivateKey, data: bytes) -> bytes:
@@ -122,9 +124,15 @@ def _sign_data(key: PrivateKey, data: bytes) -> bytes:
     return key.key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
 
 
-def _signature(headers: Sequence[Header], body_hash: str, body_length: Optional[int],
-               domain: str, selector: str, key: PrivateKey, names: Sequence[str],
-               methods: Tuple[str, str], now: int, expire: Optional[int]) -> bytes:
+def _header_data(headers: Sequence[Header], names: Sequence[str], method: str) -> bytes:
+    """The signed header fields, canonicalized, in h= order (the same for every key of a message)."""
+    chosen = select_headers(headers, [name.encode("ascii") for name in names])
+    return b"".join([canon_header(n, v, method) for n, v in chosen])
+
+
+def _signature(header_data: bytes, names: Sequence[str], body_hash: str, body_length: Optional[int],
+               domain: str, selector: str, key: PrivateKey, methods: Tuple[str, str], now: int,
+               expire: Optional[int]) -> bytes:
     tags = [("v", "1"), ("a", ALGORITHMS[key.algorithm]), ("c", "/".join(methods)), ("d", domain),
             ("s", selector), ("t", str(now))]
     if expire:
@@ -133,16 +141,11 @@ def _signature(headers: Sequence[Header], body_hash: str, body_length: Optional[
         tags.append(("l", str(body_length)))
     tags.append(("bh", body_hash))
     lines = _header_before_b(tags, names)
-    unsigned = lines.text()
-    method = methods[0]
-    data = [canon_header(n, v, method)
-            for n, v in select_headers(headers, [name.encode("ascii") for name in names])]
-    name, _, value = unsigned.encode("ascii").partition(b":")
-    own = canon_header(name, value, method)
-    data.append(own[:-2] if own.endswith(b"\r\n") else own)
-    b = base64.b64encode(_sign_data(key, b"".join(data))).decode("ascii")
-    lines.spill(b)
-    return lines.text().encode("ascii") + b"\r\n"
+    name, _, value = "\r\n".join(lines).encode("ascii").partition(b":")
+    own = canon_header(name, value, methods[0])
+    own = own[:-2] if own.endswith(b"\r\n") else own
+    _spill(lines, base64.b64encode(_sign_data(key, header_data + own)).decode("ascii"))
+    return "\r\n".join(lines).encode("ascii") + b"\r\n"
 
 
 def _body_hash(body: bytes, method: str, body_length: bool) -> Tuple[str, Optional[int]]:
@@ -164,8 +167,8 @@ def dkim_sign(message: bytes, domain: str, selector: str, key: PrivateKey, *,
     fields, body = split_message(to_crlf(message))
     names = signed_names(fields, headers, oversign)
     bh, length = _body_hash(body, canon[1], body_length)
-    return _signature(fields, bh, length, domain, selector, key, names, tuple(canon),
-                      int(time.time() if now is None else now), expire)
+    return _signature(_header_data(fields, names, canon[0]), names, bh, length, domain, selector, key,
+                      tuple(canon), int(time.time() if now is None else now), expire)
 
 
 # --- choosing keys and signing messages ------------------------------------------------------------
@@ -184,6 +187,13 @@ def _address_domain(address: str) -> str:
     return domain
 
 
+_ADDR = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+"
+# "addr" or "Name <addr>" with nothing that could hide a second address: the usual From, parsed fast
+_ONE_MAILBOX = re.compile(rf"""[ \t]*(?: (?P<bare>{_ADDR})
+                                   | (?: "[^"\\]*"[ \t]* | [^<>"(),:;@\\]* ) <(?P<angle>{_ADDR})>
+                                   )[ \t]*""", re.VERBOSE)
+
+
 def author_address(headers: Sequence[Header]) -> str:
     """The one address in the one From header, lowercased; _Unsigned saying why there is none."""
     values = [v for n, v in headers if n.strip(b" \t").lower() == b"from"]
@@ -192,7 +202,11 @@ def author_address(headers: Sequence[Header]) -> str:
     if len(values) > 1:
         raise _Unsigned(f"{len(values)} From headers (RFC 5322 allows one)")
     text = values[0].replace(b"\r\n", b"").decode("utf-8", "replace")
-    addresses = [a for _, a in email.utils.getaddresses([text]) if a]
+    simple = _ONE_MAILBOX.fullmatch(text)
+    if simple:
+        addresses = [simple.group("bare") or simple.group("angle")]
+    else:
+        addresses = [a for _, a in email.utils.getaddresses([text]) if a]
     if not addresses:
         raise _Unsigned("From header holds no address")
     if len(addresses) > 1:
@@ -222,6 +236,7 @@ class Signer:
         self.activity = activity if activity is not None else ActivityLog(settings.logging.activity_log)
         self.clock = clock
         self.header_names = self.signing.headers or DEFAULT_HEADERS
+        self._recent: dict = {}
 
     # key choice
     def choose_keys(self, author: Optional[str], sender: Optional[str] = None,
@@ -269,11 +284,19 @@ class Signer:
         domain = _address_domain(address)
         return any(entry in (address, domain, "@" + domain) for entry in self.signing.skip_senders)
 
+    def _key(self, path) -> PrivateKey:
+        # KeyStore.get stats and resolves the path (~50 us a message); once a second notices a rotation
+        now = time.monotonic()
+        seen = self._recent.get(path)
+        if seen is None or now - seen[0] > 1.0:
+            seen = self._recent[path] = (now, self.keys.get(path))
+        return seen[1]
+
     def _load(self, entry: DomainKeys) -> List[Tuple[str, PrivateKey]]:
         loaded, refused = [], []
         for selector, path in zip(entry.selectors, entry.key_files):
             try:
-                loaded.append((selector, self.keys.get(path)))
+                loaded.append((selector, self._key(path)))
             except KeyFileError as exc:
                 log.error("DKIM key %s for %s not used: %s", selector, entry.domain, exc)
                 refused.append(str(exc))
@@ -333,10 +356,11 @@ class Signer:
         s = self.signing
         names = signed_names(headers, self.header_names, s.oversign_headers)
         bh, length = _body_hash(body, s.body_canon, s.body_length_tag)
+        data = _header_data(headers, names, s.header_canon)
         now = int(self.clock())
         signatures, infos = [], []
         for selector, key in keys:
-            signatures.append(_signature(headers, bh, length, domain, selector, key, names,
+            signatures.append(_signature(data, names, bh, length, domain, selector, key,
                                          (s.header_canon, s.body_canon), now, s.expire_seconds))
             infos.append(SignatureInfo(domain, selector, ALGORITHMS[key.algorithm], names))
         return signatures, infos
