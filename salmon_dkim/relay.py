@@ -94,7 +94,8 @@ class SigningRelay(Relay):
         address = email.utils.parseaddr(sender)[1] if isinstance(sender, str) else None
         return self.signer.sign(wire_bytes(message), sender=address or None).message
 
-    def deliver(self, message, To=None, From=None) -> None:
+    def deliver(self, message, To=None, From=None, *, sign: bool = True) -> None:
+        """Sign and send; ``sign=False`` sends a message that is already final (signed, sealed) as it is."""
         if isinstance(message, (bytes, str)):
             if not (To and From):
                 raise TypeError("deliver(bytes) needs To= and From=")
@@ -102,7 +103,8 @@ class SigningRelay(Relay):
         else:
             recipient = To or getattr(message, "To", None) or message["To"]
             sender = From or getattr(message, "From", None) or message["From"]
-        data = self.signed_bytes(message, sender)  # raises before anything is sent
+        # Signing raises before anything is sent.
+        data = self.signed_bytes(message, sender) if sign else wire_bytes(message)
         relay_host = self.configure_relay(self.hostname or self.resolve_relay_host(recipient))
         try:
             relay_host.sendmail(sender, recipient, data)

@@ -178,3 +178,13 @@ def test_relay_delivers_bytes_signed_as_given(tmp_path):
         dkim.relay("127.0.0.1", sink.port).deliver(sent, To="raw@remote.example", From="alice@example.com")
         split_signature(sink.received("raw"), sent)
         assert dkim.verifier.verify(sink.received("raw")).passed
+
+
+def test_relay_sends_a_final_message_unsigned_and_unchanged_when_asked(tmp_path):
+    install_keys(tmp_path / "keys")
+    dkim = glue.DKIM.from_config(write_ini(tmp_path / "main.ini", tmp_path))
+    final = message("plain.eml")
+    with SMTPSink(tmp_path / "sink") as sink:
+        dkim.relay("127.0.0.1", sink.port).deliver(final, To="raw@remote.example", From="alice@example.com",
+                                                   sign=False)
+        assert sink.received("raw") == final

@@ -14,7 +14,7 @@ import logging
 import re
 from email.utils import parseaddr
 
-from salmon.mail import MailRequest, MailResponse
+from salmon.mail import MailResponse
 from salmon.routing import route, stateless
 from salmon.server import SMTPError
 
@@ -124,7 +124,5 @@ def sealer(dkim, host: str):
 
 
 def deliver_as_is(data: bytes, sender: str, recipient: str) -> None:
-    """Hand the finished post to the relay; ``dkim_signed`` tells the SigningRelay not to sign it again."""
-    outgoing = MailRequest(None, sender, recipient, data)
-    outgoing.dkim_signed = "prepare_list_post"
-    settings.relay.deliver(outgoing, To=recipient, From=sender)
+    """Hand the finished post to the relay: prepare_list_post signed and sealed it already."""
+    settings.relay.deliver(data, To=recipient, From=sender, sign=False)
