@@ -237,6 +237,7 @@ class Signer:
         self.clock = clock
         self.header_names = self.signing.headers or DEFAULT_HEADERS
         self._recent: dict = {}
+        self.key_recheck_seconds = 1.0
 
     # key choice
     def choose_keys(self, author: Optional[str], sender: Optional[str] = None,
@@ -288,7 +289,7 @@ class Signer:
         # KeyStore.get stats and resolves the path (~50 us a message); once a second notices a rotation
         now = time.monotonic()
         seen = self._recent.get(path)
-        if seen is None or now - seen[0] > 1.0:
+        if seen is None or now - seen[0] >= self.key_recheck_seconds:
             seen = self._recent[path] = (now, self.keys.get(path))
         return seen[1]
 

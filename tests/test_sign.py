@@ -286,3 +286,25 @@ def test_check_keys_loads_every_configured_key_and_names_each_problem(keys_dir):
                          default=entry(keys_dir, "example.org", "s2048"))
     [problem] = signer.check_keys()
     assert problem.startswith("example.com: ") and "ed1.key" in problem and "chmod 600" in problem
+
+
+@pytest.mark.parametrize("author, domain", [
+    ("alice@example.com", "example.com"),
+    ('"Doe, John" <john@example.com>', "example.com"),
+    ("=?utf-8?q?J=C3=BCrgen?= <juergen@example.com>", "example.com"),
+    ("alice@example.com (Alice at work)", "example.com"),
+    ("Alice <alice@example.com> (comment)", "example.com"),
+    ('"bob@example.org" <alice@example.com>', "example.com"),
+])
+def test_author_domain_is_read_from_each_from_form(keys_dir, author, domain):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")])
+    assert signer.sign(from_(author)).signatures[0].domain == domain
+
+
+def test_rotated_key_file_is_used_once_rechecked(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")])
+    signer.key_recheck_seconds = 0
+    before = signer.sign(PLAIN)
+    private_copy(KEYS / "example.com.rsa4096.key", keys_dir / "example.com/s1.key")
+    after = signer.sign(PLAIN)
+    assert len(signature_tags(after.message)[0][b"b"]) > len(signature_tags(before.message)[0][b"b"])
