@@ -163,6 +163,29 @@ def _verification_settings(settings):
     return getattr(settings, "verification", settings)
 
 
+class _SocketWithOneFQDNLookup:
+    """The socket module as smtpd sees it, with getfqdn() asked once per process.
+
+    smtpd.SMTPChannel calls socket.getfqdn(), a blocking DNS lookup, for every
+    connection, in the one thread that serves every session.
+    """
+
+    _fqdn: Optional[str] = None
+
+    def __getattr__(self, name):
+        return getattr(socket_module, name)
+
+    def getfqdn(self, name: str = "") -> str:
+        if name:
+            return socket_module.getfqdn(name)
+        if self._fqdn is None:
+            type(self)._fqdn = socket_module.getfqdn()
+        return self._fqdn
+
+
+smtpd.socket = _SocketWithOneFQDNLookup()
+
+
 class _DataChannel(salmon_server.SMTPChannel):
     """SMTP channel handing the receiver exact bytes and the session."""
 

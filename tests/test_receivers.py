@@ -153,3 +153,16 @@ def test_receivers_serve_salmon_receivers_too_in_one_thread():
             receiver.socket.close()
         ours.poller.join(5)
     assert not ours.poller.is_alive()
+
+
+def test_the_host_name_is_looked_up_once_per_process_not_per_connection(monkeypatch):
+    import socket
+
+    from salmon._vendor import smtpd
+
+    import salmon_dkim.receivers  # noqa: F401  (installs the lookup-once socket view)
+    calls = []
+    monkeypatch.setattr(type(smtpd.socket), "_fqdn", None)
+    monkeypatch.setattr(socket, "getfqdn", lambda name="": calls.append(name) or "mx.example.net")
+    assert [smtpd.socket.getfqdn() for _ in range(3)] == ["mx.example.net"] * 3
+    assert calls == [""]
