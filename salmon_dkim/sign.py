@@ -242,7 +242,16 @@ class Signer:
     # key choice
     def choose_keys(self, author: Optional[str], sender: Optional[str] = None,
                     domain: Optional[str] = None) -> DomainKeys:
-        """The keys to sign with: forced or author domain, its parents, a sender selector, the default."""
+        """The keys to sign with, most specific first.
+
+        A selector configured for the sender's own address (SpamExperts' per-user
+        selectors); the forced or author domain in [Domains], then its parents that
+        include subdomains; a selector configured for the sender's domain; the default key.
+        """
+        if not domain:
+            chosen = self._sender_keys(sender, author, by_domain=False)
+            if chosen is not None:
+                return chosen
         wanted = domain.lower().rstrip(".") if domain else _address_domain(author or "")
         table = self.signing.domains
         if wanted in table:
@@ -253,22 +262,36 @@ class Signer:
             if entry is not None and entry.include_subdomains:
                 return entry
         if not domain:
-            for address in filter(None, (sender, author)):
-                address = address.lower()
-                selector = (self.signing.sender_selectors.get(address)
-                            or self.signing.sender_selectors.get(_address_domain(address)))
-                if selector:
-                    key_domain = _address_domain(address)
-                    return DomainKeys(key_domain, (selector,),
-                                      (self.signing.keys_dir / key_domain / f"{selector}.key",))
+            chosen = self._sender_keys(sender, author, by_domain=True)
+            if chosen is not None:
+                return chosen
         if self.signing.default is not None:
             return self.signing.default
         raise _Unsigned(f"no signing key for {wanted or 'the message'}: not in [Domains], "
                         "no sender selector, no default key")
 
+    def _sender_keys(self, sender: Optional[str], author: Optional[str], *,
+                     by_domain: bool) -> Optional[DomainKeys]:
+        # The sender is who sends (envelope, authenticated user); the author counts when it is unknown.
+        for address in filter(None, (sender,) if sender and not by_domain else (sender, author)):
+            address = address.lower()
+            key_domain = _address_domain(address)
+            selector = self.signing.sender_selectors.get(key_domain if by_domain else address)
+            if selector:
+                return self._sender_entry(key_domain, selector)
+        return None
+
+    def _sender_entry(self, key_domain: str, selector: str) -> DomainKeys:
+        return DomainKeys(key_domain, (selector,), (self.signing.keys_dir / key_domain / f"{selector}.key",))
+
     def check_keys(self) -> List[str]:
-        """Load every key of [Domains] and the default key now (at start-up); one line per problem."""
+        """Load every configured key (domains, sender selectors, default) now, at start-up.
+
+        One line per problem.
+        """
         entries = list(self.signing.domains.values()) + [self.signing.default] * bool(self.signing.default)
+        entries += [self._sender_entry(_address_domain(who) if "@" in who else who, selector)
+                    for who, selector in self.signing.sender_selectors.items()]
         problems = []
         for entry in entries:
             for path in entry.key_files:

@@ -88,10 +88,22 @@ def test_sender_selector_by_domain_for_the_author_address(keys_dir):
     assert signer.sign(from_("carol@example.org")).signatures[0].selector == "s2048"
 
 
-def test_domain_table_comes_before_sender_selector(keys_dir):
+def test_sender_address_selector_comes_before_the_domain_table(keys_dir):
     signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")],
                          sender_selectors={"alice@example.com": "big"})
+    assert signer.sign(PLAIN, sender="alice@example.com").signatures[0].selector == "big"
+    assert signer.sign(PLAIN, sender="bob@example.com").signatures[0].selector == "s1"
+
+
+def test_domain_table_comes_before_a_sender_domain_selector(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")],
+                         sender_selectors={"example.com": "big"})
     assert signer.sign(PLAIN, sender="alice@example.com").signatures[0].selector == "s1"
+
+
+def test_check_keys_loads_sender_selector_keys_too(keys_dir):
+    signer = make_signer(keys_dir, sender_selectors={"alice@example.com": "missing"})
+    assert [p.split(":")[0] for p in signer.check_keys()] == ["example.com"]
 
 
 def test_default_key_signs_other_domains_as_the_default_domain(keys_dir):
