@@ -8,31 +8,27 @@ from __future__ import annotations
 import datetime
 import time
 from pathlib import Path
-from typing import List, NoReturn, Optional
+from typing import List, Optional
 
 import click
 
 from salmon_dkim.cache import SnapshotError, read_snapshot, snapshot_entries, write_snapshot
 from salmon_dkim.cli import main
-from salmon_dkim.config import ConfigError, Settings, load_settings
+from salmon_dkim.cli.common import settings_or_stop, stop
+from salmon_dkim.config import Settings
 
 ANSWER_WIDTH = 60
-
-
-def _stop(code: int, message: str) -> NoReturn:
-    click.echo(message, err=code == 2)
-    raise click.exceptions.Exit(code)
 
 
 def _snapshot_path(settings: Settings, clearing: bool) -> Path:
     """The configured CacheFile, or stop saying why there is nothing to show."""
     dns = settings.dns
     if dns.zone_file is not None:
-        _stop(0, f"[DNS] ZoneFile is set: answers come from {dns.zone_file} and are not cached.")
+        stop(0, f"[DNS] ZoneFile is set: answers come from {dns.zone_file} and are not cached.")
     if dns.cache_size == 0:
-        _stop(0, "DNS caching is off ([DNS] CacheSize = 0 or [Verification] UseCache = No).")
+        stop(0, "DNS caching is off ([DNS] CacheSize = 0 or [Verification] UseCache = No).")
     if dns.cache_file is None:
-        _stop(1 if clearing else 0,
+        stop(1 if clearing else 0,
               "No [DNS] CacheFile is configured: the server keeps its DNS cache in memory only"
               + (" (restart it to empty the cache)." if clearing else
                  ".\nSet [DNS] CacheFile (for instance CacheFile = dns-cache.json) to see it here."))
@@ -84,9 +80,9 @@ def _read(path: Path) -> Optional[list]:
     except FileNotFoundError:
         return None
     except SnapshotError as exc:
-        _stop(2, str(exc))
+        stop(2, str(exc))
     except OSError as exc:
-        _stop(2, f"{path}: cannot be read: {exc.strerror}")
+        stop(2, f"{path}: cannot be read: {exc.strerror}")
 
 
 @main.command("cache")
@@ -96,27 +92,24 @@ def _read(path: Path) -> Optional[list]:
 @click.option("--full", is_flag=True, help="Show whole records instead of their first characters.")
 def cache(config_file: Optional[str], clear: bool, full: bool) -> None:
     """Show the DNS answers (DKIM keys, missing names) the server has cached."""
-    try:
-        settings = load_settings(config_file, check_key_files=False)
-    except ConfigError as exc:
-        _stop(2, str(exc))
+    settings = settings_or_stop(config_file)
     path = _snapshot_path(settings, clear)
     if clear:
         _clear(path)
         return
     entries = _read(path)
     if entries is None:
-        _stop(0, f"Nothing cached yet: {path} does not exist "
+        stop(0, f"Nothing cached yet: {path} does not exist "
                  "(the server writes it once it caches an answer).")
     if not entries:
-        _stop(0, f"The DNS cache is empty ({path}).")
+        stop(0, f"The DNS cache is empty ({path}).")
     click.echo(f"{len(entries)} cached answers in {path}")
     click.echo(_table(_rows(entries, time.time(), full)))
 
 
 def _clear(path: Path) -> None:
     if not path.exists():
-        _stop(0, f"Nothing to clear: {path} does not exist.")
+        stop(0, f"Nothing to clear: {path} does not exist.")
     try:
         count = len(snapshot_entries(read_snapshot(path)))
     except (OSError, SnapshotError):
@@ -124,5 +117,5 @@ def _clear(path: Path) -> None:
     try:
         write_snapshot(path, [], cleared_at=time.time())
     except OSError as exc:
-        _stop(2, f"{path}: cannot be written: {exc}")
+        stop(2, f"{path}: cannot be written: {exc}")
     click.echo(f"Cleared {count} cached answers from {path}; a running server drops its copy within seconds.")

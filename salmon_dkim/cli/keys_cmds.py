@@ -12,14 +12,14 @@ import datetime
 import os
 import re
 from pathlib import Path
-from typing import List, NoReturn
+from typing import List
 
 import click
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from salmon_dkim.cli import main
-from salmon_dkim.config import ConfigError, Settings, load_settings
+from salmon_dkim.cli.common import settings_or_stop, stop
 from salmon_dkim.dns import DNSError, NoRecord, TemporaryDNSError, TXTResolver, ZoneResolver
 from salmon_dkim.keys import (MIN_RSA_BITS, KeyFileError, KeyRecordError, PrivateKey, key_name,
                               load_private_key, parse_key_record, zone_line)
@@ -27,11 +27,6 @@ from salmon_dkim.keys import (MIN_RSA_BITS, KeyFileError, KeyRecordError, Privat
 RSA_SIZES = (1024, 2048, 3072, 4096)
 _LABELS = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)*")
 _DKIM_RECORD = re.compile(rb"^\s*v\s*=\s*DKIM1\s*(;|$)|(^|;)\s*p\s*=")
-
-
-def _stop(code: int, message: str) -> NoReturn:
-    click.echo(message, err=code == 2)
-    raise click.exceptions.Exit(code)
 
 
 def _dns_name(kind: str, value: str) -> str:
@@ -62,7 +57,7 @@ def _load(keys_dir: str, domain: str, selector: str) -> PrivateKey:
     try:
         return load_private_key(_key_path(keys_dir, domain, selector))
     except KeyFileError as exc:
-        _stop(2, f"error: {exc}")
+        stop(2, f"error: {exc}")
 
 
 def _dated_selector(folder: Path) -> str:
@@ -107,9 +102,9 @@ def _new_private_key(algorithm: str, bits: int, path: Path) -> PrivateKey:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         _write_private(path, pem)
     except FileExistsError:
-        _stop(2, f"error: {path} already exists and is never overwritten; pick another selector")
+        stop(2, f"error: {path} already exists and is never overwritten; pick another selector")
     except OSError as exc:
-        _stop(2, f"error: cannot write {path}: {exc.strerror}")
+        stop(2, f"error: cannot write {path}: {exc.strerror}")
     return PrivateKey(algorithm, key, bits, path)
 
 
@@ -127,7 +122,7 @@ def keygen(domain: str, selector, algorithm: str, bits, keys_dir: str, testing: 
     selector = selector or _dated_selector(folder)
     key_path, dns_path = folder / f"{selector}.key", folder / f"{selector}.dns"
     if key_path.exists():
-        _stop(2, f"error: {key_path} already exists and is never overwritten; pick another selector "
+        stop(2, f"error: {key_path} already exists and is never overwritten; pick another selector "
                  f"(rotate: new selector, publish it, switch signing to it, then retire the old one)")
     private = _new_private_key(algorithm, bits, key_path)
     txt = private.dns_txt(testing)
@@ -159,17 +154,10 @@ def _resolver(zone, dns_settings) -> TXTResolver:
         try:
             return ZoneResolver(zone)
         except DNSError as exc:
-            _stop(2, f"error: {exc}")
+            stop(2, f"error: {exc}")
     from salmon_dkim.dns import resolver_from_settings  # noqa: PLC0415 (live DNS only when asked for)
     # A check must see what DNS serves now, not what an earlier lookup cached.
     return resolver_from_settings(dataclasses.replace(dns_settings, cache_size=0, cache_file=None))
-
-
-def _settings(config) -> Settings:
-    try:
-        return load_settings(config, check_key_files=False) if config else Settings()
-    except ConfigError as exc:
-        _stop(2, f"error: {exc}")
 
 
 def _published(resolver: TXTResolver, name: str) -> bytes:
@@ -177,18 +165,18 @@ def _published(resolver: TXTResolver, name: str) -> bytes:
     try:
         records: List[bytes] = resolver.txt(name)
     except NoRecord:
-        _stop(1, f"not published: no TXT record at {name}")
+        stop(1, f"not published: no TXT record at {name}")
     except TemporaryDNSError as exc:
-        _stop(1, f"could not fetch: temporary DNS failure looking up {name} ({exc}); try again later")
+        stop(1, f"could not fetch: temporary DNS failure looking up {name} ({exc}); try again later")
     except DNSError as exc:
-        _stop(1, f"could not fetch: {exc}")
+        stop(1, f"could not fetch: {exc}")
     if len(records) == 1:
         return records[0]
     keys = [r for r in records if _DKIM_RECORD.search(r)]
     if not keys:
-        _stop(1, f"not published: {len(records)} TXT records at {name}, none a DKIM key record")
+        stop(1, f"not published: {len(records)} TXT records at {name}, none a DKIM key record")
     if len(keys) > 1:
-        _stop(1, f"multiple records: {len(keys)} DKIM key records at {name}; verifiers may use any: "
+        stop(1, f"multiple records: {len(keys)} DKIM key records at {name}; verifiers may use any: "
                  f"publish exactly one")
     click.echo(f"warning: {name} also has {len(records) - 1} TXT record(s) that are not DKIM keys; "
                f"some verifiers refuse a key name with more than one TXT record", err=True)
@@ -204,30 +192,30 @@ def _published(resolver: TXTResolver, name: str) -> bytes:
               help="salmon_dkim.ini: its [DNS] name servers, port, timeout and zone file are used.")
 def check_dns(domain: str, selector: str, keys_dir, zone, config) -> None:
     """Check that DNS publishes the public half of DOMAIN/SELECTOR.key (exit 0 only then)."""
-    settings = _settings(config)
+    settings = settings_or_stop(config, "error: ")
     keys_dir = keys_dir or (str(settings.signing.keys_dir) if config else "keys")
     private = _load(keys_dir, domain, selector)
     name = key_name(selector, domain)
     try:
         record = parse_key_record(_published(_resolver(zone, settings.dns), name))
     except KeyRecordError as exc:
-        _stop(1, f"malformed: the record at {name} has a bad {exc.tag or 'tag list'}: {exc}")
+        stop(1, f"malformed: the record at {name} has a bad {exc.tag or 'tag list'}: {exc}")
     fix = f"publish the record from salmon-dkim dns-record {domain} {selector}"
     if record.revoked:
-        _stop(1, f"revoked: the record at {name} has an empty p= (key revoked); {fix}")
+        stop(1, f"revoked: the record at {name} has an empty p= (key revoked); {fix}")
     if record.key_type != private.algorithm:
-        _stop(1, f"key type differs: {name} publishes k={record.key_type} but {private.path} is "
+        stop(1, f"key type differs: {name} publishes k={record.key_type} but {private.path} is "
                  f"{private.algorithm}; {fix}")
     if record.key_type == "rsa" and record.bits() < MIN_RSA_BITS:
-        _stop(1, f"too weak: {name} publishes a {record.bits()}-bit RSA key; verifiers refuse keys under "
+        stop(1, f"too weak: {name} publishes a {record.bits()}-bit RSA key; verifiers refuse keys under "
                  f"{MIN_RSA_BITS} bits (RFC 8301); {fix}")
     if not record.matches(private):
-        _stop(1, f"mismatch: {name} publishes a different key from the public half of {private.path}; {fix}")
+        stop(1, f"mismatch: {name} publishes a different key from the public half of {private.path}; {fix}")
     if record.hashes is not None and "sha256" not in record.hashes:
-        _stop(1, f"unusable: {name} has h={':'.join(record.hashes)}, which refuses sha256 signatures; "
+        stop(1, f"unusable: {name} has h={':'.join(record.hashes)}, which refuses sha256 signatures; "
                  f"remove h= or add sha256")
     if "*" not in record.services and "email" not in record.services:
-        _stop(1, f"unusable: {name} has s={':'.join(record.services)}, not for email; remove s= or add email")
+        stop(1, f"unusable: {name} has s={':'.join(record.services)}, not for email; remove s= or add email")
     if record.testing:
         click.echo(f"warning: {name} has t=y (testing): verifiers may ignore failures; remove t=y when done",
                    err=True)

@@ -18,7 +18,8 @@ import click
 
 from salmon_dkim.activity import ActivityLog, read_activity
 from salmon_dkim.cli import main
-from salmon_dkim.config import ConfigError, DomainKeys, Settings, load_settings
+from salmon_dkim.cli.common import read_message, settings_or_stop, stop
+from salmon_dkim.config import DomainKeys, Settings
 from salmon_dkim.keys import KeyStore
 from salmon_dkim.sign import Signer, SigningError
 
@@ -27,25 +28,11 @@ COLUMN_LIMITS = {"message-id": 40}
 
 
 def _stop(command: str, code: int, message: str) -> NoReturn:
-    click.echo(f"salmon-dkim {command}: {message}", err=True)
-    sys.exit(code)
+    stop(code, f"salmon-dkim {command}: {message}", err=True)
 
 
 def _settings(command: str, config_file: Optional[str]) -> Settings:
-    try:
-        return load_settings(config_file, check_key_files=False)
-    except ConfigError as exc:
-        _stop(command, 2, str(exc))
-
-
-def _read(path: Optional[str]) -> bytes:
-    try:
-        if path is None or path == "-":
-            return sys.stdin.buffer.read()
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        _stop("sign", 2, f"cannot read {path or 'standard input'}: {exc.strerror or exc}")
+    return settings_or_stop(config_file, f"salmon-dkim {command}: ")
 
 
 def _with_key(settings: Settings, domain: str, selector: str, key_file: Optional[str]) -> Settings:
@@ -71,7 +58,7 @@ def sign_command(config_file: Optional[str], domain: Optional[str], selector: Op
     if (selector or key_file) and not (domain and selector):
         _stop("sign", 2, "--selector and --key need --domain, and --key needs --selector")
     settings = _settings("sign", config_file)
-    data = _read(message)
+    data = read_message(message, "salmon-dkim sign: ")
     domain = domain.lower().rstrip(".") if domain else None
     if key_file and not os.path.isfile(key_file):
         _stop("sign", 2, f"cannot read key file {key_file}: no such file")

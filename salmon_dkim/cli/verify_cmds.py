@@ -12,24 +12,12 @@ from typing import Optional
 import click
 
 from salmon_dkim.cli import main
-from salmon_dkim.config import ConfigError, load_settings
+from salmon_dkim.cli.common import read_message, settings_or_stop, stop
 from salmon_dkim.dns import DNSError, resolver_from_settings
 from salmon_dkim.verify import VerificationReport, Verifier
 
 
-def _fail(message: str) -> None:
-    click.echo(f"salmon-dkim verify: {message}", err=True)
-    sys.exit(2)
-
-
-def _read(path: Optional[str]) -> bytes:
-    try:
-        if path is None or path == "-":
-            return sys.stdin.buffer.read()
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as exc:
-        _fail(f"cannot read {path or 'standard input'}: {exc.strerror or exc}")
+PREFIX = "salmon-dkim verify: "
 
 
 def _table(report: VerificationReport) -> str:
@@ -54,14 +42,12 @@ def _table(report: VerificationReport) -> str:
 def verify_command(config_file: Optional[str], zone_file: Optional[str], as_json: bool,
                    message: Optional[str]) -> None:
     """Verify every DKIM signature of MESSAGE (or standard input)."""
+    settings = settings_or_stop(config_file, PREFIX)
     try:
-        settings = load_settings(config_file, check_key_files=False)
         resolver = resolver_from_settings(settings.dns, zone_file=zone_file)
-    except ConfigError as exc:
-        _fail(str(exc))
     except (DNSError, ImportError, OSError) as exc:
-        _fail(f"no DNS source: {exc}")
-    report = Verifier(settings, resolver).verify(_read(message))
+        stop(2, f"{PREFIX}no DNS source: {exc}")
+    report = Verifier(settings, resolver).verify(read_message(message, PREFIX))
     if as_json:
         click.echo(json.dumps([r.as_json() for r in report.results]))
     else:
