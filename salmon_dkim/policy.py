@@ -38,15 +38,15 @@ class Outcome:
     reason: str
 
 
-def _in(ip: Optional[str], networks) -> bool:
+def in_networks(ip: Optional[str], networks) -> bool:
+    """Whether ``ip`` (a peer address as a string; None or garbage: no) is in any of ``networks``."""
     if not ip or not networks:
         return False
     try:
         address = ipaddress.ip_address(ip.split("%", 1)[0])
     except ValueError:
         return False
-    if getattr(address, "ipv4_mapped", None):
-        address = address.ipv4_mapped
+    address = getattr(address, "ipv4_mapped", None) or address  # ::ffff:192.0.2.1 on dual-stack sockets
     return any(address in network for network in networks)
 
 
@@ -56,11 +56,11 @@ def exempt(session: Session, settings) -> Optional[str]:
     if not options.enabled:
         return "DKIM verification is off"
     if options.skip_authenticated and (session.authenticated or session.role == "submission"
-                                       or _in(session.peer_ip, options.authenticated_peers)):
+                                       or in_networks(session.peer_ip, options.authenticated_peers)):
         return "authenticated session"
-    if options.skip_trusted_ips and _in(session.peer_ip, options.trusted_ips):
+    if options.skip_trusted_ips and in_networks(session.peer_ip, options.trusted_ips):
         return f"trusted IP {session.peer_ip}"
-    if _in(session.peer_ip, options.white_list_ips):
+    if in_networks(session.peer_ip, options.white_list_ips):
         return f"white-listed IP {session.peer_ip}"
     return None
 

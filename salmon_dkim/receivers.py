@@ -31,7 +31,6 @@ the context installed by :func:`salmon_dkim.glue.install`.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import socket as socket_module
@@ -43,7 +42,7 @@ from salmon import server as salmon_server
 from salmon._vendor import asyncore, smtpd
 
 from salmon_dkim.canon import to_crlf
-from salmon_dkim.policy import Session
+from salmon_dkim.policy import Session, in_networks
 
 LOG = logging.getLogger("salmon_dkim.receivers")
 
@@ -116,17 +115,6 @@ def headers_changed(message: mail.MailRequest) -> bool:
 
 # -- who sent it ----------------------------------------------------------------------
 
-def _in(ip: Optional[str], networks) -> bool:
-    if not ip or not networks:
-        return False
-    try:
-        address = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return False
-    address = getattr(address, "ipv4_mapped", None) or address  # ::ffff:192.0.2.1 on dual-stack sockets
-    return any(address in net for net in networks)
-
-
 def _has_header(data: bytes, name: str) -> bool:
     end = re.search(rb"\r?\n\r?\n", data)
     head = data[:end.start() + 1] if end else data
@@ -145,11 +133,11 @@ def authenticated(peer_ip: Optional[str], role: str, data: bytes, verification=N
         return True
     if verification is None:
         return False
-    if _in(peer_ip, verification.authenticated_peers):
+    if in_networks(peer_ip, verification.authenticated_peers):
         return True
     header = verification.authenticated_header
     if header and _has_header(data, header):
-        if _in(peer_ip, verification.trusted_ips):
+        if in_networks(peer_ip, verification.trusted_ips):
             return True
         LOG.warning("ignoring %s header from untrusted peer %s", header, peer_ip)
     return False
