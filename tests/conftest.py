@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures of the real servers the tests talk to: dnsmasq (dns_server, keys_dns_server,
+# black_hole) and a running Salmon app (dkim_app).
+pytest_plugins = ["dnsserver", "salmonserver"]
+
 DATA = Path(__file__).with_name("data")
 KEYS = DATA / "keys"
 MESSAGES = DATA / "messages"

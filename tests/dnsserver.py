@@ -6,9 +6,9 @@ Plain use (any script)::
         server.resolver(timeout=1).txt("s1._domainkey.example.test")
         server.ini()            # "[DNS]\nNameservers = 127.0.0.1\nPort = ...\n" for a salmon_dkim.ini
 
-In pytest, import the fixtures you use into your test module::
+In pytest, ask for the fixtures by name::
 
-    from dnsserver import dns_server, dns_server_factory, keys_dns_server, black_hole
+    # conftest.py registers this module as a plugin: its fixtures need no import.
 
     def test_key_is_found(keys_dns_server):
         keys_dns_server.resolver().txt("s1._domainkey.example.com")

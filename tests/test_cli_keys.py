@@ -264,9 +264,6 @@ def test_check_dns_unreadable_zone_file_is_exit_2(keys_dir, tmp_path):
 
 # --- check-dns over live DNS (a real dnsmasq on 127.0.0.1) ----------------------
 
-from dnsserver import black_hole, keys_dns_server  # noqa: E402,F401  (fixtures)
-
-
 def live_config(tmp_path, dns_section: str, keys_dir) -> Path:
     path = tmp_path / "salmon_dkim.ini"
     path.write_text(f"[Signing]\nKeysDir = {keys_dir}\n{dns_section}Timeout = 0.5\n")

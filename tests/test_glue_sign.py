@@ -7,7 +7,7 @@ import pytest
 
 import peers
 from conftest import message
-from salmonserver import ZONE, SMTPSink, dkim_app, install_keys, write_ini  # noqa: F401 (dkim_app: fixture)
+from salmonserver import ZONE, SMTPSink, install_keys, write_ini
 from salmon import mail
 from salmon.server import SMTPError
 from salmon_dkim import glue

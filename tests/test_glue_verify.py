@@ -8,7 +8,6 @@ import pytest
 
 import peers
 from conftest import KEYS, message
-from salmonserver import dkim_app  # noqa: F401 (module-scoped fixture)
 from salmon import mail
 from salmon.routing import Router, route, salmon_setting, stateless
 from salmon.server import SMTPError

@@ -5,8 +5,7 @@ import dns.message
 import pytest
 
 from dnsserver import (LONG, LONG_TEXT, MISSING, MULTI, NO_TXT, PLAIN, REFUSED, SERVFAIL, SOA_MISSING,
-                       SOA_NEGATIVE_TTL, BlackHole, black_hole, dns_server, dns_server_factory,
-                       keys_dns_server)  # noqa: F401 (fixtures)
+                       SOA_NEGATIVE_TTL, BlackHole)
 from salmon_dkim.cache import TTLCache
 from salmon_dkim.dns import NoRecord, TemporaryDNSError, ZoneResolver
 from salmon_dkim.livedns import LiveResolver, negative_ttl

@@ -5,7 +5,7 @@ import socket
 import pytest
 
 from conftest import message
-from salmonserver import HOST, dkim_app  # noqa: F401 (module-scoped fixture)
+from salmonserver import HOST
 from salmon_dkim.receivers import unstuff
 
 DOTS = (b"From: alice@example.com\r\nTo: bob@example.net\r\nSubject: dots\r\n\r\n"

@@ -5,7 +5,7 @@ never answers and from SERVFAIL, permerror from NXDOMAIN, pass over live DNS.
 """
 import pytest
 from conftest import KEYS, MESSAGES
-from dnsserver import SERVFAIL_DOMAIN, black_hole, keys_dns_server  # noqa: F401 (fixtures)
+from dnsserver import SERVFAIL_DOMAIN
 from peers import (crlf, have_mail_dkim, have_opendkim, mail_dkim_sign, mail_dkim_verify_many,
                    opendkim_results, opendkim_sign)
 
