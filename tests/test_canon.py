@@ -41,6 +41,19 @@ def test_relaxed_header_unfolds_and_compresses():
     assert canon_header(b"Subject", b" a \t b\r\n", "simple") == b"Subject: a \t b\r\n"
 
 
+def test_header_canonicalization_agrees_with_dkimpy_on_random_fields():
+    rng = random.Random(8601)
+    for _ in range(3000):
+        value = bytes(rng.choice(b"ab \t") for _ in range(rng.randint(0, 12)))
+        folds = [bytes(rng.choice(b"ab \t") for _ in range(rng.randint(0, 5))) for _ in range(rng.randint(0, 2))]
+        value += b"".join(b"\r\n" + rng.choice([b" ", b"\t"]) + fold for fold in folds) + b"\r\n"
+        name = rng.choice([b"Subject", b"X-Test ", b"from"])
+        headers, _ = split_message(name + b":" + value + b"\r\nbody")
+        assert headers == [(name, value)]
+        expected = b"".join(n + b":" + v for n, v in Relaxed.canonicalize_headers([(name, value)]))
+        assert canon_header(name, value, "relaxed") == expected, value
+
+
 def test_to_crlf_changes_only_bare_line_feeds():
     assert to_crlf(b"a\nb\r\nc\rd\n") == b"a\r\nb\r\nc\rd\r\n"
     same = b"a\r\nb\r\n"
