@@ -38,6 +38,11 @@ AMS_HEADERS = ("from", "to", "cc", "subject", "date", "message-id", "reply-to", 
                "list-archive", "list-owner", "dkim-signature")
 
 _INSTANCE = re.compile(rb"(?:^|;)[ \t\r\n]*i[ \t\r\n]*=[ \t\r\n]*([0-9]+)")
+_HUGE = 10 ** 9  # stands for any longer i= digit string: int() refuses over 4300 digits
+
+
+def _instance(digits: bytes) -> int:
+    return int(digits) if len(digits) < 10 else _HUGE
 
 
 class ARCError(Exception):
@@ -70,7 +75,7 @@ def arc_sets(headers: Sequence[Header]) -> List[ARCSet]:
         match = _INSTANCE.search(header[1])
         if not match:
             raise ARCChainError(f"{header[0].decode('ascii', 'replace')} has no i= tag")
-        instance = int(match.group(1))
+        instance = _instance(match.group(1))
         fields = by_instance.setdefault(instance, {})
         if name in fields:
             raise ARCChainError(f"two {header[0].decode('ascii', 'replace')} fields with i={instance}")
@@ -90,7 +95,7 @@ def arc_sets(headers: Sequence[Header]) -> List[ARCSet]:
 def arc_instance_count(message: bytes) -> int:
     """The highest ARC instance number on a message (0 when it has none)."""
     headers, _ = split_message(to_crlf(message))
-    found = [int(m.group(1)) for h in headers if _name(h) in ARC_FIELDS
+    found = [_instance(m.group(1)) for h in headers if _name(h) in ARC_FIELDS
              for m in [_INSTANCE.search(h[1])] if m]
     return max(found, default=0)
 

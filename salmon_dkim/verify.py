@@ -301,7 +301,12 @@ class Verifier:
                 adsp, reason = "permerror", f"{_INTERNAL}: {type(exc).__name__}: {exc}"
                 bugs.append(reason)
         if self.settings.lists.arc_verify and any(n.lower().strip() == b"arc-seal" for n, _ in headers):
-            arc, arc_reason = arc_result(message, self.resolver, self.settings)
+            try:
+                arc, arc_reason = arc_result(message, resolver, self.settings)
+            except Exception as exc:  # as for ADSP: our bug must not cost the message
+                log.exception("ARC check: internal error")
+                arc, arc_reason = "fail", f"{_INTERNAL}: {type(exc).__name__}: {exc}"
+                bugs.append(arc_reason)
         return VerificationReport(results, max(0, len(signatures) - cap), domain, adsp, reason,
                                   arc=arc, arc_reason=arc_reason, internal_error=bugs[0] if bugs else None)
 

@@ -230,3 +230,11 @@ def test_verifier_leaves_arc_out_without_a_chain_or_when_switched_off(sealed, re
     assert Verifier(SETTINGS, resolver).verify(to_crlf(message("plain.eml"))).arc is None
     off = replace(SETTINGS, lists=ListSettings(arc_verify=False))
     assert Verifier(off, resolver).verify(sealed).arc is None
+
+
+def test_verifier_survives_an_arc_instance_too_long_for_int(resolver):
+    from salmon_dkim.verify import Verifier
+    data = b"ARC-Seal: i=" + b"1" * 5000 + b"; cv=none\r\n" + to_crlf(message("plain.eml"))
+    report = Verifier(SETTINGS, resolver).verify(data)
+    assert report.arc == "fail" and report.internal_error is None
+    assert arc_instance_count(data) > 50
