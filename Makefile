@@ -19,7 +19,7 @@ debs:
 	    || ! perl -MMail::DKIM::Verifier -e1 >/dev/null 2>&1; then \
 	  echo "installing Debian packages: $(DEBS)"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(DEBS); \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBS); \
 	fi
 
 venv: $(BIN)/salmon-dkim
