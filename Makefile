@@ -15,7 +15,8 @@ setup: debs venv
 
 # The independent DKIM peers and the DNS server the tests talk to.
 debs:
-	@if ! command -v dnsmasq >/dev/null 2>&1 || ! command -v opendkim >/dev/null 2>&1 \
+	@if ! PATH="$$PATH:/usr/sbin:/sbin" command -v dnsmasq >/dev/null 2>&1 \
+	    || ! test -x /usr/sbin/opendkim \
 	    || ! perl -MMail::DKIM::Verifier -e1 >/dev/null 2>&1; then \
 	  echo "installing Debian packages: $(DEBS)"; \
 	  $(SUDO) apt-get update -qq && \
