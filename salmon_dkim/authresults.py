@@ -10,7 +10,7 @@ headers that claim our authserv-id are forged or stale and are removed first
 from __future__ import annotations
 
 import re
-from typing import List
+from typing import List, Optional
 
 import authres
 import authres.arc
@@ -81,12 +81,38 @@ def parse(header: str):
     return _PARSER.parse(re.sub(r"\r?\n(?=[ \t])", "", header).rstrip("\r\n"))
 
 
-_ID = re.compile(rb"\s*(?:\((?:[^()\\]|\\.)*\)\s*)*([^\s;()]+)")
+_OUTSIDE = re.compile(rb'[ \t\r\n]+|\(|"((?:[^"\\]|\\.)*)"|([^ \t\r\n()";]+)|.', re.DOTALL)
+_IN_COMMENT = re.compile(rb"[^()\\]+|\\.|[()]|\\", re.DOTALL)
 
 
-def _authserv_id(value: bytes) -> bytes:
-    found = _ID.match(re.sub(rb"\r?\n(?=[ \t])", b"", value))
-    return found.group(1).lower() if found else b""
+_SCAN_LIMIT = 16384  # bytes of comments before the authserv-id; beyond that nothing legitimate
+
+
+def _authserv_id(value: bytes) -> Optional[bytes]:
+    """The authserv-id (a token or a quoted-string), after CFWS with nested comments.
+
+    b"" when there is none; None when it is not found within _SCAN_LIMIT bytes (hostile).
+    """
+    i, depth = 0, 0
+    while i < len(value):
+        if i > _SCAN_LIMIT:
+            return None
+        if depth:
+            token = _IN_COMMENT.match(value, i).group()
+            depth += {b"(": 1, b")": -1}.get(token, 0)
+        else:
+            found = _OUTSIDE.match(value, i)
+            token = found.group()
+            if token == b"(":
+                depth = 1
+            elif found.group(1) is not None:
+                return re.sub(rb"\\(.)", rb"\1", found.group(1)).lower()
+            elif found.group(2) is not None:
+                return found.group(2).lower()
+            elif token.strip(b" \t\r\n"):
+                return b""
+        i += len(token)
+    return b""
 
 
 def remove_ours(message: bytes, authserv_id: str) -> bytes:
@@ -108,7 +134,8 @@ def remove_ours(message: bytes, authserv_id: str) -> bytes:
     kept = []
     for lines in fields:
         name, colon, value = b"".join(lines).partition(b":")
-        if colon and name.strip(b" \t").lower() == b"authentication-results" and _authserv_id(value) == ours:
+        if colon and name.strip(b" \t").lower() == b"authentication-results" and (
+                _authserv_id(value) in (ours, None)):  # None: buried under comments, treated as forged
             continue
         kept.append(b"".join(lines))
     return b"".join(kept) + rest

@@ -105,6 +105,16 @@ def test_remove_ours_drops_only_headers_with_our_id_case_insensitively():
                     b"Authentication-Results: mx.example.net.evil; dkim=pass\r\n" + message("plain.eml"))
 
 
+@pytest.mark.parametrize("forged", [
+    b"Authentication-Results: (a (nested) comment) mx.example.net; dkim=pass\r\n",
+    b'Authentication-Results: "mx.example.net"; dkim=pass\r\n',
+    b'Authentication-Results: (x\\) still a comment) MX.example.net 1; dkim=pass\r\n',
+    b"Authentication-Results: (" + b"(" * 20000 + b") mx.example.net; dkim=pass\r\n",
+])
+def test_remove_ours_sees_our_id_behind_nested_comments_and_quotes(forged):
+    assert remove_ours(forged + message("plain.eml"), ID) == message("plain.eml")
+
+
 def test_remove_ours_leaves_the_body_alone():
     data = message("plain.eml") + b"Authentication-Results: mx.example.net; dkim=pass\r\n"
     assert remove_ours(data, ID) == data
