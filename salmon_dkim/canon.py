@@ -18,7 +18,6 @@ class MessageFormatError(ValueError):
     """The message cannot be split into header fields and a body."""
 
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 _WSP_RUN = re.compile(rb"[ \t]+")
 _HEADER_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 _TAG_NAME = re.compile(rb"[A-Za-z][A-Za-z0-9_]*")
@@ -28,7 +27,8 @@ def to_crlf(data: bytes) -> bytes:
     """Line endings as on the wire: every bare LF becomes CRLF; nothing else changes."""
     if data.count(b"\n") == data.count(b"\r\n"):
         return data
-    return _BARE_LF.sub(b"\r\n", data)
+    # two replaces run at memory speed; a regex substitution per line took ~0.4 s per MB of short lines
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def split_message(data: bytes) -> Tuple[List[Header], bytes]:
