@@ -206,7 +206,11 @@ def author_address(headers: Sequence[Header]) -> str:
     if simple:
         addresses = [simple.group("bare") or simple.group("angle")]
     else:
-        addresses = [a for _, a in email.utils.getaddresses([text]) if a]
+        try:
+            addresses = [a for _, a in email.utils.getaddresses([text]) if a]
+        except Exception:  # email.utils recurses per "(" and raises RecursionError on hostile input
+            raise _Unsigned(f"From header {text.strip()[:40]!r}... cannot be parsed; "
+                            "write it as Name <address>") from None
     if not addresses:
         raise _Unsigned("From header holds no address")
     if len(addresses) > 1:

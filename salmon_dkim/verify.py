@@ -223,7 +223,10 @@ def author_domain(headers: List[Header]) -> Optional[str]:
     if simple:  # the usual "Name <a@b>" or "a@b": email.utils is slow, a third of a 3 KB verify
         domain = (simple.group(1) or simple.group(2)).decode("ascii", "replace").lower().rstrip(".")
     else:
-        addresses = [a for _, a in email.utils.getaddresses([values[0].decode("utf-8", "replace")]) if a]
+        try:
+            addresses = [a for _, a in email.utils.getaddresses([values[0].decode("utf-8", "replace")]) if a]
+        except Exception:  # email.utils recurses per "(" and raises RecursionError on hostile input
+            return None
         if len(addresses) != 1 or "@" not in addresses[0]:
             return None
         domain = addresses[0].rpartition("@")[2].strip().lower().rstrip(".")

@@ -151,6 +151,7 @@ def test_skip_senders_match_the_author_when_no_sender_given(keys_dir):
     (b"From: bob@example.com\r\n" + PLAIN, "2 From headers"),
     (from_("alice@example.com, bob@example.com"), "From header holds 2 addresses"),
     (from_("undisclosed-recipients:;"), "From header holds no address"),
+    (from_("(" * 5000), "cannot be parsed; write it as Name <address>"),
     (b"From: alice@example.com\r\nthis is not a header\r\n\r\nbody\r\n", "malformed message"),
 ])
 def test_unusable_author_or_message_is_left_unsigned(signer, msg, reason):
