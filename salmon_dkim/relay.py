@@ -86,8 +86,11 @@ class SigningRelay(Relay):
 
     def signed_bytes(self, message, sender: Optional[str]) -> bytes:
         """The bytes ``deliver`` sends: signed here unless ``@dkim_sign`` signed them."""
-        if getattr(message, "dkim_signed", None) is not None:
-            if not (isinstance(message, mail.MailRequest) and headers_changed(message)):
+        signed = getattr(message, "dkim_signed", None)
+        if signed is not None:
+            # Data replaced since signing (replace_data, message.Data = ...) is changed too
+            if not (isinstance(message, mail.MailRequest) and headers_changed(message)) \
+                    and message_bytes(message) == signed.message:
                 return message_bytes(message)
             LOG.warning("%r was changed after @dkim_sign signed it: signing it again; "
                         "leave the signing to the SigningRelay in handlers that change messages", message)

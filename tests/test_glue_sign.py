@@ -188,3 +188,25 @@ def test_relay_sends_a_final_message_unsigned_and_unchanged_when_asked(tmp_path)
         dkim.relay("127.0.0.1", sink.port).deliver(final, To="raw@remote.example", From="alice@example.com",
                                                    sign=False)
         assert sink.received("raw") == final
+
+
+def test_relay_signs_again_when_data_changed_after_dkim_sign(tmp_path):
+    """replace_data (or message.Data = ...) after @dkim_sign: the stale signature must not go out alone."""
+    from salmon_dkim.decorators import replace_data
+
+    install_keys(tmp_path / "keys")
+    dkim = glue.DKIM.from_config(write_ini(tmp_path / "main.ini", tmp_path))
+    request = mail.MailRequest(("127.0.0.1", 1), "alice@example.com", "changed@remote.example",
+                               message("plain.eml"))
+    with SMTPSink(tmp_path / "sink") as sink:
+        relay = dkim.relay("127.0.0.1", sink.port)
+
+        @dkim_sign(dkim)
+        def handler(msg):
+            replace_data(msg, msg.Data.replace(b"Shall we meet at noon?", b"Shall we meet at one?"))
+            relay.deliver(msg)
+
+        handler(request)
+        received = sink.received("changed")
+    assert b"Shall we meet at one?" in received
+    assert dkim.verifier.verify(received).passed
