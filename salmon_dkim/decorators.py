@@ -41,7 +41,7 @@ from typing import Optional
 from salmon.server import SMTPError
 
 from salmon_dkim import authresults, receivers
-from salmon_dkim.policy import Outcome, Session, decide, exempt
+from salmon_dkim.policy import Outcome, Session, decide, exempt, in_networks
 from salmon_dkim.receivers import message_bytes, replace_data
 
 __all__ = ["dkim_verify", "dkim_sign", "apply_verification", "apply_signing",
@@ -121,6 +121,11 @@ def apply_verification(message, context) -> None:
         session = session_of(message, settings)
         skip = exempt(session, settings)
         if skip:
+            if options.enabled and not in_networks(session.peer_ip, options.trusted_ips):
+                # not verified, yet from outside the trust boundary: our id in a header is forged
+                unforged = authresults.remove_ours(data, options.authserv_id)
+                if unforged != data:
+                    replace_data(message, unforged)
             message.dkim, message.dkim_outcome = None, decide(None, session, settings)
             context.activity.record("skip-verify", message_id=_message_id(data),
                                     peer=session.peer_ip, reason=skip)
@@ -188,7 +193,8 @@ def dkim_verify(func=None, context=None):
     ``@dkim_verify``, ``@dkim_verify()`` or ``@dkim_verify(context)``.  The
     handler runs only for accepted (or exempt) mail; ``message.Data`` then
     starts with our Authentication-Results (incoming ones claiming our
-    AuthservId removed) and the score header.
+    AuthservId removed) and the score header.  Exempt mail is not verified; from
+    a peer outside TrustedIPs it still loses headers claiming our AuthservId.
     """
     return _decorator(apply_verification, func, context)
 

@@ -216,6 +216,25 @@ def test_authenticated_submission_listener_is_not_verified(app, signer):
                                              "close_connection": False, "reason": "authenticated session"}
 
 
+def test_forged_authentication_results_from_an_authenticated_session_is_removed(app, signer):
+    """Not verified (authenticated), but from outside the trust boundary: a header claiming our id is forged."""
+    forged = f"Authentication-Results: {app.authserv_id}; dkim=pass header.d=bank.example\r\n".encode()
+    sent = signed(signer)
+    with app.submission() as client:
+        send(client, "authed-forged@inbound.test", forged + sent)
+    assert app.seen("authed-forged")["outcome"]["action"] == "skip"
+    assert app.stored("authed-forged") == sent
+
+
+def test_authentication_results_from_a_trusted_peer_is_kept(app, signer):
+    """A front MTA inside the trust boundary (TrustedIPs) may have written our id itself."""
+    stamped = f"Authentication-Results: {app.authserv_id}; dkim=pass header.d=example.com\r\n".encode()
+    sent = stamped + signed(signer)
+    with app.smtp(source="127.0.0.2") as client:
+        send(client, "trusted-stamped@inbound.test", sent)
+    assert app.stored("trusted-stamped") == sent
+
+
 def test_state_handlers_keep_their_state_through_dkim_verify(app):
     with app.smtp() as client:
         send(client, "fsm@state.test", message("plain.eml"), sender="state-user@example.com")
