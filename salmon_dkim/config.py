@@ -221,13 +221,13 @@ def _path(base: Path, value: str) -> Optional[Path]:
     return p if p.is_absolute() else base / p
 
 
-def _domain_keys(domain, selectors, key_files, include_subdomains, keys_dir, name, where,
+def _domain_keys(domain, selectors, key_files, include_subdomains, keys_dir, base, name, where,
                  check_key_files) -> DomainKeys:
     domain = domain.lower().rstrip(".")
     if key_files and len(key_files) != len(selectors):
         raise ConfigError(f"{name}: {where} KeyFiles: gives {len(key_files)} files for "
                           f"{len(selectors)} selectors; give one per selector or none")
-    files = tuple(_path(keys_dir.parent, f) if f else None for f in key_files) or tuple(
+    files = tuple(_path(base, f) if f else None for f in key_files) or tuple(
         keys_dir / domain / f"{sel}.key" for sel in selectors)
     if check_key_files:
         for sel, f in zip(selectors, files):
@@ -246,13 +246,13 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
         where = f"[Domains] [[{domain}]]"
         domains[domain.lower().rstrip(".")] = _domain_keys(
             domain, entry["Selectors"], entry["KeyFiles"], entry["IncludeSubdomains"],
-            keys_dir, name, where, check_key_files)
+            keys_dir, base, name, where, check_key_files)
     default = None
     if s["DefaultDomain"] or s["DefaultSelectors"]:
         if not (s["DefaultDomain"] and s["DefaultSelectors"]):
             raise ConfigError(f"{name}: [Signing] DefaultDomain and DefaultSelectors go together; "
                               "set both or neither")
-        default = _domain_keys(s["DefaultDomain"], s["DefaultSelectors"], [], False, keys_dir,
+        default = _domain_keys(s["DefaultDomain"], s["DefaultSelectors"], [], False, keys_dir, base,
                                name, "[Signing] DefaultSelectors", check_key_files)
     header_canon, body_canon = s["Canonicalization"].split("/")
     headers = tuple(h.lower() for h in s["Headers"])

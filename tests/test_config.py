@@ -131,3 +131,11 @@ def test_non_utf8_file_is_an_error(tmp_path):
     path = tmp_path / "latin1.ini"
     path.write_bytes(b"[Verification]\nAuthservId = m\xfcnchen\n")
     assert "not UTF-8" in error_of(path)
+
+
+def test_relative_key_files_are_taken_from_the_files_folder_whatever_keys_dir_is(tmp_path):
+    path = write(tmp_path, f"[Signing]\nKeysDir = {tmp_path / 'elsewhere' / 'keys'}\n"
+                           "[Domains]\n[[example.com]]\nSelectors = s1\nKeyFiles = mine/s1.key\n")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "s1.key").write_text("not checked here")
+    assert load_settings(path).signing.domains["example.com"].key_files == (tmp_path / "mine" / "s1.key",)
