@@ -33,6 +33,7 @@ while signing always 451: the client retries, nothing goes out unsigned.
 """
 from __future__ import annotations
 
+import email.utils
 import functools
 import logging
 import re
@@ -209,7 +210,9 @@ def apply_signing(message, context) -> None:
     says why.  Any failure: SMTPError 451.
     """
     try:
-        result = context.signer.sign(message_bytes(message), sender=getattr(message, "From", None))
+        # MailRequest.From is the From header ("Name <address>") when the envelope sender was null
+        sender = email.utils.parseaddr(getattr(message, "From", None) or "")[1] or None
+        result = context.signer.sign(message_bytes(message), sender=sender)
         replace_data(message, result.message)
     except Exception as exc:  # noqa: BLE001 (never relay unsigned what should be signed)
         LOG.error("DKIM signing failed (%s: %s); answering 451", type(exc).__name__, exc,

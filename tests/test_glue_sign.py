@@ -210,3 +210,15 @@ def test_relay_signs_again_when_data_changed_after_dkim_sign(tmp_path):
         received = sink.received("changed")
     assert b"Shall we meet at one?" in received
     assert dkim.verifier.verify(received).passed
+
+
+def test_dkim_sign_gives_the_signer_a_bare_sender_address(tmp_path):
+    """A null envelope sender makes Salmon's MailRequest.From the From header ("Name <address>")."""
+    install_keys(tmp_path / "keys")
+    ini = write_ini(tmp_path / "main.ini", tmp_path)
+    ini.write_text(ini.read_text() + "[SenderSelectors]\nalice@example.com = ed1\n")
+    dkim = glue.DKIM.from_config(ini)
+    request = mail.MailRequest(("127.0.0.1", 1), None, "bob@remote.example", message("plain.eml"))
+    assert request.From == "Alice Example <alice@example.com>"
+    dkim_sign(dkim)(lambda msg: None)(request)
+    assert [(s.domain, s.selector) for s in request.dkim_signed.signatures] == [("example.com", "ed1")]
