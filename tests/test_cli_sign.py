@@ -133,3 +133,13 @@ def test_stats_counts_signed_unsigned_and_verify_results(activity):
               if line.startswith("  ")}
     assert counts == {"d=example.com s=s1": 2, "d=example.com s=ed1": 1,
                       "no signing key for example.net": 1, "fail": 1}
+
+
+@pytest.mark.parametrize("command", ["log", "stats"])
+def test_unreadable_activity_log_exits_2_saying_so(tmp_path, command):
+    (tmp_path / "activity.jsonl").mkdir()
+    ini = tmp_path / "salmon_dkim.ini"
+    ini.write_text(f"[Logging]\nActivityLog = {tmp_path / 'activity.jsonl'}\n")
+    result = run(command, "--config", ini)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert f"salmon-dkim {command}: cannot read the activity log" in result.stderr

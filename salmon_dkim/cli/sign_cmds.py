@@ -87,6 +87,13 @@ def _log_path(command: str, settings: Settings):
     return path
 
 
+def _entries(command: str, path, **filters) -> List[dict]:
+    try:
+        return read_activity(path, **filters)
+    except OSError as exc:
+        _stop(command, 2, f"cannot read the activity log {path}: {exc.strerror or exc}")
+
+
 def _row(entry: dict) -> List[str]:
     results = [r for r in entry.get("results") or () if isinstance(r, dict)]
     if entry.get("event") == "verify":
@@ -126,7 +133,7 @@ def _cut(text: str, limit: Optional[int]) -> str:
 def log_command(config_file: Optional[str], domain: Optional[str], last: int, event: Optional[str]) -> None:
     """Print recent activity (signed, unsigned, verified) as a table."""
     path = _log_path("log", _settings("log", config_file))
-    entries = read_activity(path, event=event, domain=domain, last=last)
+    entries = _entries("log", path, event=event, domain=domain, last=last)
     if not entries:
         click.echo(f"no entries in {path}")
         return
@@ -139,7 +146,7 @@ def log_command(config_file: Optional[str], domain: Optional[str], last: int, ev
 def stats_command(config_file: Optional[str]) -> None:
     """Print counts from the activity log: signed, unsigned by reason, verify results."""
     path = _log_path("stats", _settings("stats", config_file))
-    entries = read_activity(path)
+    entries = _entries("stats", path)
     if not entries:
         click.echo(f"no entries in {path}")
         return
