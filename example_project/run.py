@@ -71,6 +71,9 @@ def zone_path(ini: Path) -> Path:
 
 def banner(args, zone: Path) -> str:
     where = args.host
+    # send.py and salmon-dkim need the interpreter salmon-dkim is installed in (../.venv with make example)
+    python = os.path.relpath(sys.executable, HERE)
+    command = os.path.relpath(Path(sys.executable).with_name("salmon-dkim"), HERE)
     return f"""
 salmon-dkim example project is running (Ctrl-C stops it).
 
@@ -78,14 +81,15 @@ salmon-dkim example project is running (Ctrl-C stops it).
   Mail from example.com users:          smtp://{where}:{args.submission_port}   (DKIM-signed, relayed)
   Smarthost (an SMTP sink):             smtp://127.0.0.1:{args.sink_port}
 
-  python send.py inbox           a signed message to bob@example.com      -> maildir/new/
-  python send.py subscribe ADDR  ADDR joins lunch@lists.example.com       -> welcome in sink/
-  python send.py post            a signed post from alice@example.com     -> sink/ (one per member)
-  python send.py submit          alice@example.com writes to the outside  -> sink/, signed
+  In a second terminal, in {HERE}:
+  {python} send.py inbox           a signed message to bob@example.com      -> maildir/new/
+  {python} send.py subscribe ADDR  ADDR joins lunch@lists.example.com       -> welcome in sink/
+  {python} send.py post            a signed post from alice@example.com     -> sink/ (one per member)
+  {python} send.py submit          alice@example.com writes to the outside  -> sink/, signed
 
   Look at: maildir/new/ (Authentication-Results on top), sink/ (signed, sealed),
            logs/dkim-activity.jsonl, logs/salmon.log; DNS is {zone.relative_to(HERE)}
-  Check:   ../.venv/bin/salmon-dkim verify --zone {zone.relative_to(HERE)} sink/FILE.eml
+  Check:   {command} verify --zone {zone.relative_to(HERE)} sink/FILE.eml
 """
 
 
