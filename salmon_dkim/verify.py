@@ -10,7 +10,7 @@ unusable key ``permerror``, a DNS failure ``temperror``.
 Where RFC 6376 leaves the choice to the verifier:
 - crypto first, policy second: ``policy`` means the signature verified but
   is refused (rsa-sha1, weak key, ``l=``, key ``h=``/``s=``/``t=s``, ``t=`` in
-  the future); a refused signature that also fails to verify is ``fail``;
+  the future, more than one From field); a refused signature that also fails to verify is ``fail``;
 - a ``b=`` whose length is not the key's size is ``fail`` (a good key, a
   signature that cannot verify with it);
 - an expired ``x=`` is ``permerror``; ``x=`` not after ``t=`` is ``neutral``;
@@ -356,6 +356,9 @@ class Verifier:
         self._check_body(sig, body, bodies)
         self._check_signature(sig, headers, record)
         objections = self._objections(sig, record, body_length=len(bodies[sig.body_canon]), now=now)
+        authors = sum(1 for n, _ in headers if n.strip(b" \t").lower() == b"from")
+        if authors > 1:  # RFC 6376 8.15: a From added above the signed one would be shown as the author
+            objections.append(f"the message has {authors} From fields (RFC 5322 allows one)")
         if objections:
             return "policy", "; ".join(objections)
         return "pass", f"good {sig.algorithm} signature, {record.bits()}-bit key" + (

@@ -195,6 +195,12 @@ def test_added_unsigned_header_still_passes(signed, zone):
     assert only(verify(data, zone)).result == "pass"
 
 
+def test_from_added_above_a_signature_that_signs_one_from_is_refused_by_policy(signed, zone):
+    data = signed["good"].replace(b"From: Alice", b"From: Mallory <ceo@example.com>\r\nFrom: Alice", 1)
+    result = only(verify(data, zone))
+    assert (result.result, result.reason) == ("policy", "the message has 2 From fields (RFC 5322 allows one)")
+
+
 def test_key_that_did_not_sign_fails(signed, zone):
     result = only(verify(signed["otherkey"], zone))
     assert result.result == "fail" and "signature mismatch" in result.reason
