@@ -180,8 +180,10 @@ def _internal_error(message, context, exc: Exception) -> None:
         # accept: say so in the message, as RFC 8601 dkim=temperror
         header = (f"Authentication-Results: {options.authserv_id};\r\n"
                   f"\tdkim=temperror reason=\"internal error\"\r\n")
-        replace_data(message, header.encode("ascii", "replace")
-                     + authresults.remove_ours(data, options.authserv_id))
+        data = authresults.remove_ours(data, options.authserv_id)
+        if options.score_header:  # an incoming score header must not pass for ours
+            data = f"{options.score_header}: 0\r\n".encode("ascii") + _strip_fields(data, options.score_header)
+        replace_data(message, header.encode("ascii", "replace") + data)
     except Exception as failed:  # noqa: BLE001 (tempfail asked for, or accepting failed too)
         raise SMTPError(451, TEMPFAIL_TEXT) from (exc if isinstance(failed, InternalError) else failed)
     message.dkim = None

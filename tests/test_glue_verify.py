@@ -200,6 +200,14 @@ def test_internal_error_with_accept_action_delivers_with_dkim_temperror(app, sig
     assert first == f'Authentication-Results: {app.authserv_id}; dkim=temperror reason="internal error"'
 
 
+def test_internal_error_with_accept_action_replaces_an_incoming_score_header(app, signer):
+    with app.smtp() as client:
+        send(client, "bug-scored@broken-accept.test", b"X-DKIM-Score: -100\r\n" + signed(signer))
+    headers = headers_of(app.stored("bug-scored"))
+    assert headers[0].startswith(f"Authentication-Results: {app.authserv_id}; dkim=temperror")
+    assert [h for h in headers if h.lower().startswith("x-dkim-score")] == ["X-DKIM-Score: 0"]
+
+
 def test_trusted_ip_is_not_verified_and_the_message_untouched(app, signer):
     sent = signed(signer)
     with app.smtp(source="127.0.0.2") as client:
