@@ -61,7 +61,12 @@ def signed_names(headers: Sequence[Header], names: Iterable[str],
                  oversign: Iterable[str] = ("from",)) -> Tuple[str, ...]:
     """The h= list: each name once per instance present; oversigned names once more, present or not."""
     present = tuple(name.strip(b" \t").lower() for name, _ in headers)
-    return _h_list(present, tuple(names), tuple(oversign))
+    # The memo keeps each key: 512 layouts of 100k header fields would hold gigabytes.
+    h_list = _h_list if len(present) <= _MEMO_MAX_FIELDS else _h_list.__wrapped__
+    return h_list(present, tuple(names), tuple(oversign))
+
+
+_MEMO_MAX_FIELDS = 200
 
 
 @functools.lru_cache(maxsize=512)  # mail from one application has a handful of header layouts

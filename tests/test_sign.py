@@ -321,3 +321,11 @@ def test_rotated_key_file_is_used_once_rechecked(keys_dir):
     private_copy(KEYS / "example.com.rsa4096.key", keys_dir / "example.com/s1.key")
     after = signer.sign(PLAIN)
     assert len(signature_tags(after.message)[0][b"b"]) > len(signature_tags(before.message)[0][b"b"])
+
+
+def test_h_list_memo_does_not_keep_messages_with_very_many_fields():
+    from salmon_dkim.sign import _h_list, signed_names
+    fields = [(b"Received", b" x\r\n")] * 5000 + [(b"From", b" a@example.com\r\n")]
+    before = _h_list.cache_info().currsize
+    assert signed_names(fields, ("from", "received")) == ("from", "from") + ("received",) * 5000
+    assert _h_list.cache_info().currsize == before
