@@ -16,7 +16,8 @@ and ``reply`` all end in ``deliver``, which
 
 2. signs them with the Signer (unless ``@dkim_sign`` already did: then they
    go out as they are); no key for the domain: sent unsigned, and the
-   activity log says why; ``SigningError`` (or any failure): raised, nothing sent;
+   activity log says why; any failure: :class:`SigningFailed` (a SigningError
+   and an SMTPError 451) raised, nothing sent;
 
 3. hands the bytes to smtplib unchanged.
 
@@ -33,12 +34,25 @@ import smtplib
 from typing import Optional
 
 from salmon import mail
-from salmon.server import Relay
+from salmon.server import Relay, SMTPError
 
 from salmon_dkim.canon import to_crlf
 from salmon_dkim.receivers import headers_changed, message_bytes
+from salmon_dkim.sign import SigningError
 
 LOG = logging.getLogger("salmon_dkim.relay")
+
+
+class SigningFailed(SigningError, SMTPError):
+    """Signing failed in ``deliver``, nothing was sent: a SigningError, and an SMTPError 451.
+
+    Raised in a handler, Salmon passes SMTPError on to the client, who retries;
+    any other exception would become "250 OK" and the undeliverable queue.
+    """
+
+    def __init__(self, reason: str):
+        SMTPError.__init__(self, 451, "4.3.0 DKIM signing failed; try again later")
+        self.reason = reason
 
 
 def stamp(message: mail.MailResponse) -> None:
@@ -107,7 +121,11 @@ class SigningRelay(Relay):
             recipient = To or getattr(message, "To", None) or message["To"]
             sender = From or getattr(message, "From", None) or message["From"]
         # Signing raises before anything is sent.
-        data = self.signed_bytes(message, sender) if sign else wire_bytes(message)
+        try:
+            data = self.signed_bytes(message, sender) if sign else wire_bytes(message)
+        except Exception as exc:  # noqa: BLE001 (ours: never Salmon's silent 250)
+            LOG.error("not sent: signing %r failed (%s: %s)", message, type(exc).__name__, exc, exc_info=exc)
+            raise SigningFailed(f"{type(exc).__name__}: {exc}") from exc
         relay_host = self.configure_relay(self.hostname or self.resolve_relay_host(recipient))
         try:
             relay_host.sendmail(sender, recipient, data)

@@ -144,6 +144,19 @@ def test_relay_raises_on_signing_error_and_sends_nothing(tmp_path):
         assert list((tmp_path / "sink").iterdir()) == []
 
 
+def test_relay_signing_failure_in_a_handler_is_a_451_for_the_client_not_salmons_250(tmp_path):
+    from salmon.routing import Router
+
+    request = mail.MailRequest(("127.0.0.1", 1), "alice@example.com", "bob@remote.example",
+                               message("plain.eml"))
+    with SMTPSink(tmp_path / "sink") as sink:
+        relay = SigningRelay("127.0.0.1", sink.port, signer=FailingSigner())
+        with pytest.raises(SMTPError) as failed:  # Salmon passes SMTPError on, swallows anything else
+            Router.call_safely(lambda msg: relay.deliver(msg), request, {})
+        assert failed.value.code == 451 and isinstance(failed.value, SigningError)
+        assert list((tmp_path / "sink").iterdir()) == []
+
+
 def test_dkim_sign_failure_answers_451_and_skips_the_handler():
     called = []
     handler = dkim_sign(SimpleNamespace(signer=FailingSigner()))(lambda message: called.append(1))
