@@ -103,6 +103,7 @@ def arc_instance_count(message: bytes) -> int:
 def arrival_arc_result(message: bytes, authserv_id: str) -> Optional[str]:
     """The arc= result our own Authentication-Results header recorded on arrival, if any."""
     for text in _our_results(split_message(to_crlf(message))[0], authserv_id):
+        text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)  # a reason="..." may quote message text
         match = re.search(r"(?:^|;)\s*arc\s*=\s*([a-z]+)", text, re.IGNORECASE)
         if match:
             return match.group(1).lower()

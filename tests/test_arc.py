@@ -174,6 +174,12 @@ def test_arrival_arc_result_reads_our_authentication_results():
     assert arrival_arc_result(data, "other.example") is None
 
 
+def test_arrival_arc_result_ignores_arc_words_quoted_in_a_reason():
+    data = (b'Authentication-Results: mx.example.net; dkim=none reason="header line \'x; arc=pass\'";'
+            b" arc=fail\r\nFrom: a@a.example\r\n\r\nhi\r\n")
+    assert arrival_arc_result(data, "mx.example.net") == "fail"
+
+
 def test_we_verify_a_chain_sealed_by_mail_dkim(keys_dir, resolver):
     script = r"""
 use strict; use warnings; use Mail::DKIM::ARC::Signer; use Mail::DKIM::PrivateKey;
