@@ -12,11 +12,12 @@ from peers import have_mail_dkim, mail_dkim_sign
 from salmon_dkim.cli import main
 
 ZONE = str(KEYS / "keys.zone")
-pytestmark = pytest.mark.skipif(not have_mail_dkim(), reason="Mail::DKIM is not installed")
 
 
 @pytest.fixture(scope="module")
 def signed(tmp_path_factory) -> Path:
+    if not have_mail_dkim():  # only the tests of a signed message need it
+        pytest.skip("Mail::DKIM is not installed")
     path = tmp_path_factory.mktemp("cli") / "signed.eml"
     path.write_bytes(mail_dkim_sign((MESSAGES / "plain.eml").read_bytes(), "example.com", "s1",
                                     KEYS / "example.com.rsa2048.key"))
@@ -97,8 +98,12 @@ def test_installed_command_reads_stdin_and_exits_by_result(signed):
     assert proc.returncode == 0 and json.loads(proc.stdout)[0]["result"] == "pass"
 
 
-@pytest.mark.parametrize("data", [b"", bytes(range(256)) * 50, b"DKIM-Signature: v=1; broken\r\n\r\nbody\r\n"])
-def test_garbage_input_exits_1_with_a_json_array(data):
+@pytest.mark.parametrize("data, results", [
+    (b"", []),
+    (bytes(range(256)) * 50, []),
+    (b"DKIM-Signature: v=1; broken\r\n\r\nbody\r\n", ["neutral"]),
+])
+def test_garbage_input_exits_1_with_a_json_array(data, results):
     result = run("--zone", ZONE, "--json", input=data)
     assert result.exit_code == 1
-    assert all(r["result"] in ("neutral", "permerror") for r in json.loads(result.output))
+    assert [r["result"] for r in json.loads(result.output)] == results
