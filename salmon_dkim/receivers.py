@@ -32,8 +32,10 @@ the context installed by :func:`salmon_dkim.glue.install`.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket as socket_module
+import stat
 import threading
 from typing import Optional
 
@@ -287,6 +289,24 @@ def start_loop() -> threading.Thread:
         return _loop_thread
 
 
+def _remove_stale_socket(path: str) -> None:
+    """Remove a UNIX socket file nothing listens on (left by a stopped server), so a restart can bind."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return  # not a socket: bind says what is wrong
+    except FileNotFoundError:
+        return
+    probe = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+    except OSError:
+        pass
+    finally:
+        probe.close()
+
+
 class _Receiver(smtpd.SMTPServer):
     channel_class = _DataChannel
     kind = "SMTP"
@@ -306,6 +326,7 @@ class _Receiver(smtpd.SMTPServer):
 
     def _listen_unix(self, path: str, data_size_limit: int) -> None:
         """What smtpd.SMTPServer.__init__ does, on a UNIX socket (LMTP from a local MTA)."""
+        _remove_stale_socket(path)
         self._localaddr, self._remoteaddr = path, None
         self.data_size_limit, self.enable_SMTPUTF8, self._decode_data = data_size_limit, False, False
         asyncore.dispatcher.__init__(self)

@@ -166,3 +166,18 @@ def test_the_host_name_is_looked_up_once_per_process_not_per_connection(monkeypa
     monkeypatch.setattr(socket, "getfqdn", lambda name="": calls.append(name) or "mx.example.net")
     assert [smtpd.socket.getfqdn() for _ in range(3)] == ["mx.example.net"] * 3
     assert calls == [""]
+
+
+def test_lmtp_unix_socket_left_by_a_stopped_server_is_replaced_a_live_one_is_not(tmp_path):
+    from salmon_dkim.receivers import LMTPReceiver
+
+    path = str(tmp_path / "lmtp.sock")
+    LMTPReceiver(socket=path).close()  # stopped: the socket file stays behind
+    again = LMTPReceiver(socket=path)
+    try:
+        with pytest.raises(OSError):  # still listening: a second server must not take it over
+            LMTPReceiver(socket=path)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(path)
+    finally:
+        again.close()
