@@ -176,6 +176,11 @@ class _SocketWithOneFQDNLookup:
 smtpd.socket = _SocketWithOneFQDNLookup()
 
 
+def _reply_line(text: str) -> str:
+    """One ASCII reply line: push() fails on anything else and the session would end without a reply."""
+    return re.sub(r"[^\x20-\x7e]", "?", text)
+
+
 class _DataChannel(salmon_server.SMTPChannel):
     """SMTP channel handing the receiver exact bytes and the session."""
 
@@ -220,7 +225,7 @@ class _DataChannel(salmon_server.SMTPChannel):
                        for rcpt in recipients]
         self._set_post_data_state()
         for reply in replies:
-            self.push(reply or self.ok_reply)
+            self.push(_reply_line(reply or self.ok_reply))
         if self.close_after_reply:
             LOG.info("closing the connection from %s after: %s", self.peer, replies[-1])
             self.close_when_done()

@@ -181,3 +181,11 @@ def test_lmtp_unix_socket_left_by_a_stopped_server_is_replaced_a_live_one_is_not
             client.connect(path)
     finally:
         again.close()
+
+
+def test_a_reply_text_with_8bit_characters_is_sent_as_one_ascii_line(app):
+    replies = talk(app.smtp_port, [b"EHLO raw.test\r\n", b"MAIL FROM:<a@example.com>\r\n",
+                                   "RCPT TO:<jos\u00e9@refuse.test>\r\n".encode(), b"DATA\r\n",
+                                   b"Subject: x\r\n\r\nx\r\n.\r\n", b"NOOP\r\n"])
+    assert replies[5].startswith(b"550 5.1.1 <jos") and replies[5].endswith(b"@refuse.test>: no such user\r\n")
+    assert replies[5].isascii() and replies[6].startswith(b"250")

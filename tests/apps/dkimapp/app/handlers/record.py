@@ -1,5 +1,6 @@
 """record.test: what the receivers hand Salmon, without DKIM."""
 from salmon.routing import route, stateless
+from salmon.server import SMTPError
 
 from .spool import record
 
@@ -8,3 +9,10 @@ from .spool import record
 @stateless
 def RECORD(message, local=None):
     record(local, message)
+
+
+@route("(local)@refuse\\.test")
+@stateless
+def REFUSE(message, local=None):
+    """A handler refusing with the recipient in its text, as handlers do (8-bit if the client sent it)."""
+    raise SMTPError(550, f"5.1.1 <{local}@refuse.test>: no such user")
