@@ -80,7 +80,11 @@ def POST(message, list=None, host=None):
     arrival = message_bytes(message)  # as received, our Authentication-Results on top
     chain = arrival_chain(dkim, arrival)
     post = list_fields(arrival, list, host)
-    sent = prepare_list_post(post, dkim.settings, host, dkim.signer, sealer(dkim, host), arrival_cv=chain)
+    try:
+        sent = prepare_list_post(post, dkim.settings, host, dkim.signer, sealer(dkim, host), arrival_cv=chain)
+    except Exception as exc:  # signing or sealing failed: 451, the author's server retries (Salmon: 250)
+        log.exception("post to %s@%s not sent", list, host)
+        raise SMTPError(451, "4.3.0 The list cannot sign this post now; try again later") from exc
     recipients = members.of(list)
     for member in recipients:
         deliver_as_is(sent, f"{list}-bounces@{host}", member)
