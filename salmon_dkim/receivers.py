@@ -209,12 +209,13 @@ class _DataChannel(salmon_server.SMTPChannel):
             return super().found_terminator()
         raw = b"".join(self.received_lines)
         self.received_lines = []
+        recipients = self.recipients_for_replies()
         if self.data_size_limit and self.num_bytes > self.data_size_limit:
             self._set_post_data_state()
-            self.push("552 5.3.4 Error: Too much mail data")
+            for _ in recipients:  # LMTP: the client waits for one reply per recipient
+                self.push("552 5.3.4 Error: Too much mail data")
             return
         data = unstuff(raw)
-        recipients = self.recipients_for_replies()
         try:
             session = self.session(data)
         except Exception:  # noqa: BLE001 (ours: the client retries, the message is not lost)

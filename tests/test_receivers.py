@@ -189,3 +189,19 @@ def test_a_reply_text_with_8bit_characters_is_sent_as_one_ascii_line(app):
                                    b"Subject: x\r\n\r\nx\r\n.\r\n", b"NOOP\r\n"])
     assert replies[5].startswith(b"550 5.1.1 <jos") and replies[5].endswith(b"@refuse.test>: no such user\r\n")
     assert replies[5].isascii() and replies[6].startswith(b"250")
+
+
+def test_lmtp_refuses_too_much_data_once_per_recipient():
+    from salmon_dkim.receivers import LMTPReceiver
+
+    small = LMTPReceiver("127.0.0.1", 0, data_size_limit=100)
+    try:
+        small.start()
+        replies = talk(small.port, [b"LHLO raw.test\r\n", b"MAIL FROM:<a@example.com>\r\n",
+                                    b"RCPT TO:<big-a@record.test>\r\n", b"RCPT TO:<big-b@record.test>\r\n",
+                                    b"DATA\r\n", b"Subject: big\r\n\r\n" + b"x" * 200 + b"\r\n.\r\n", b"",
+                                    b"NOOP\r\n"])
+    finally:
+        small.del_channel()
+        small.socket.close()
+    assert [r[:3] for r in replies] == [b"220", b"250", b"250", b"250", b"250", b"354", b"552", b"552", b"250"]
