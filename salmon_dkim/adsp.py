@@ -4,7 +4,8 @@ ADSP is historic, but MDaemon and others still offer it.  A message with no
 passing signature from its author domain fails when that domain publishes
 ``dkim=all`` (result ``fail``) or ``dkim=discardable`` (result ``discard``),
 except, as our issue 4 asks, when an author-domain signature failed with a key
-in testing mode (``t=y``): that is reported as ``unknown``.
+in testing mode (``t=y``): that is reported as ``unknown``.  An author-domain
+signature that met a temporary DNS failure makes the result ``temperror``.
 
 The existence check of RFC 5617 section 4.3 (``nxdomain``) needs an A/MX
 query; our resolver answers TXT only, so that step is not made.
@@ -47,6 +48,9 @@ def evaluate(author_domain: Optional[str], results: Iterable, resolver: TXTResol
     own = [r for r in results if r.type == "dkim" and r.domain == author_domain]
     if any(r.result == "pass" for r in own):
         return "pass", f"a valid signature by the author domain {author_domain}"
+    if any(r.result == "temperror" for r in own):  # it may be valid: "fail" could become a 550
+        return "temperror", (f"the signature by the author domain {author_domain} could not be "
+                             "checked (temporary DNS failure); ADSP is decided on retry")
     try:
         value, reason = practice(author_domain, resolver)
     except NoRecord:

@@ -169,3 +169,16 @@ def test_adsp_temperror_is_451_not_550():
     outcome = decide(report(adsp="temperror"), MX, settings(adsp=True))
     assert (outcome.action, outcome.code, outcome.text) == (
         "tempfail", 451, "4.4.3 ADSP lookup failed temporarily; try again later")
+
+
+def test_author_signature_temperror_is_adsp_temperror_and_never_550_beside_another_pass():
+    from salmon_dkim.adsp import evaluate
+
+    class AllResolver:
+        def txt(self, name):
+            return [b"dkim=all"]
+    results = (sig("temperror"), sig("pass", "lists.example.org"))
+    word, reason = evaluate("example.com", results, AllResolver())
+    assert word == "temperror" and "temporary DNS failure" in reason
+    outcome = decide(report(*results, adsp=word), MX, settings(adsp=True, reject_on_fail=True))
+    assert (outcome.action, outcome.code) == ("accept", None)
