@@ -60,12 +60,16 @@ def read_snapshot(path: Union[str, os.PathLike]) -> dict:
 def snapshot_entries(data: dict) -> List[Tuple[str, Optional[List[bytes]], float]]:
     """(name, records or None, expires_at wall-clock) from a parsed snapshot; SnapshotError if malformed."""
     try:
-        return [(e["name"],
-                 None if e["records"] is None
-                 else [r.encode("utf-8", "surrogateescape") for r in e["records"]],
-                 float(e["expires_at"])) for e in data["entries"]]
+        entries = [(e["name"],
+                    None if e["records"] is None
+                    else [r.encode("utf-8", "surrogateescape") for r in e["records"]],
+                    float(e["expires_at"])) for e in data["entries"]]
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise SnapshotError(f"malformed entry in DNS cache snapshot ({exc!r})") from None
+    for name, _, _ in entries:
+        if not isinstance(name, str):
+            raise SnapshotError(f"malformed entry in DNS cache snapshot (name {name!r} is not text)")
+    return entries
 
 
 def write_snapshot(path: Union[str, os.PathLike], entries, *, cleared_at: Optional[float] = None) -> None:

@@ -188,6 +188,14 @@ def test_corrupt_snapshot_is_ignored_with_a_warning_and_replaced(tmp_path, caplo
     assert read(path)["entries"][0]["name"] == NAME
 
 
+def test_snapshot_entry_whose_name_is_not_text_is_ignored_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "cache.json"
+    path.write_text('{"version": 1, "entries": [{"name": 5, "records": null, "expires_at": 9e9}]}')
+    with caplog.at_level(logging.WARNING):
+        c = cache(path=path)
+    assert "name 5 is not text" in caplog.text and c.entries() == []
+
+
 def test_unwritable_snapshot_warns_and_caching_goes_on(tmp_path, caplog):
     path = tmp_path / "no-such-folder" / "cache.json"
     c = cache(path=path)
