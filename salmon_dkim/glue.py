@@ -83,6 +83,7 @@ class DKIM:
     def relay(self, host: str = "127.0.0.1", port: int = 25, **kwargs):
         """A SigningRelay using this context's Signer (``salmon.server.Relay`` arguments)."""
         from salmon_dkim.relay import SigningRelay  # noqa: PLC0415 (core users need no Salmon)
+        kwargs.setdefault("resolver", self.resolver)
         return SigningRelay(host, port, signer=self.signer, **kwargs)
 
 

@@ -21,6 +21,13 @@ and ``reply`` all end in ``deliver``, which
 
 3. hands the bytes to smtplib unchanged.
 
+List mail is sent as [DomainKeys] says (StripSigsFromListMail, SignListMail as
+the list's domain, ARCSeal): mail a list route marks, with
+``deliver(..., list_domain="lists.example.com")`` or a relay made for the list
+(``SigningRelay(..., list_domain=...)``), and mail that carries a List-Id
+header, whose list domain is then the envelope sender's (the list's bounce
+address).
+
 In config/boot.py::
 
     settings.relay = SigningRelay(host="smarthost.example.net", port=25)  # installed context's Signer
@@ -36,7 +43,9 @@ from typing import Optional
 from salmon import mail
 from salmon.server import Relay, SMTPError
 
+from salmon_dkim.arc import sealer_from_settings
 from salmon_dkim.canon import to_crlf
+from salmon_dkim.listmail import is_list_mail, prepare_list_post
 from salmon_dkim.receivers import headers_changed, message_bytes
 from salmon_dkim.sign import SigningError
 
@@ -84,12 +93,17 @@ class SigningRelay(Relay):
     """Relay that signs what it delivers; arguments as ``salmon.server.Relay`` plus ``signer``.
 
     ``signer`` defaults to the Signer of the context installed at boot,
-    looked up at delivery time.
+    looked up at delivery time.  ``list_domain`` makes every delivery list
+    mail of that domain; ``resolver`` checks an arriving ARC chain that our
+    Authentication-Results did not record (for the seal's cv=).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 25, *args, signer=None, **kwargs):
+    def __init__(self, host: str = "127.0.0.1", port: int = 25, *args, signer=None,
+                 list_domain: Optional[str] = None, resolver=None, **kwargs):
         super().__init__(host, port, *args, **kwargs)
         self._signer = signer
+        self.list_domain = list_domain
+        self.resolver = resolver
 
     @property
     def signer(self):
@@ -98,8 +112,11 @@ class SigningRelay(Relay):
         from salmon_dkim import glue  # noqa: PLC0415 (glue builds relays)
         return glue.current().signer
 
-    def signed_bytes(self, message, sender: Optional[str]) -> bytes:
-        """The bytes ``deliver`` sends: signed here unless ``@dkim_sign`` signed them."""
+    def signed_bytes(self, message, sender: Optional[str], data: Optional[bytes] = None) -> bytes:
+        """The bytes ``deliver`` sends: signed here unless ``@dkim_sign`` signed them.
+
+        ``data``: ``wire_bytes(message)``, when the caller has it already.
+        """
         signed = getattr(message, "dkim_signed", None)
         if signed is not None:
             # Data replaced since signing (replace_data, message.Data = ...) is changed too
@@ -109,10 +126,30 @@ class SigningRelay(Relay):
             LOG.warning("%r was changed after @dkim_sign signed it: signing it again; "
                         "leave the signing to the SigningRelay in handlers that change messages", message)
         address = email.utils.parseaddr(sender)[1] if isinstance(sender, str) else None
-        return self.signer.sign(wire_bytes(message), sender=address or None).message
+        data = wire_bytes(message) if data is None else data
+        return self.signer.sign(data, sender=address or None).message
 
-    def deliver(self, message, To=None, From=None, *, sign: bool = True) -> None:
-        """Sign and send; ``sign=False`` sends a message that is already final (signed, sealed) as it is."""
+    def list_bytes(self, data: bytes, list_domain: str) -> bytes:
+        """The bytes of a list post as [DomainKeys] says: stripped, signed as the list, sealed."""
+        signer = self.signer
+        settings = signer.settings
+        sealer = sealer_from_settings(settings, list_domain, signer.keys) if settings.lists.arc_seal else None
+        return prepare_list_post(data, settings, list_domain, signer, sealer,
+                                 resolver=self.resolver)
+
+    def _list_domain(self, data: bytes, sender, asked: Optional[str]) -> Optional[str]:
+        if asked or self.list_domain:
+            return asked or self.list_domain
+        if is_list_mail(data):
+            return email.utils.parseaddr(sender)[1].rpartition("@")[2].lower() or None
+        return None
+
+    def deliver(self, message, To=None, From=None, *, sign: bool = True,
+                list_domain: Optional[str] = None) -> None:
+        """Sign and send; ``sign=False`` sends a message that is already final (signed, sealed) as it is.
+
+        ``list_domain`` marks list mail of that domain (see the module docstring).
+        """
         if isinstance(message, (bytes, str)):
             if not (To and From):
                 raise TypeError("deliver(bytes) needs To= and From=")
@@ -122,7 +159,10 @@ class SigningRelay(Relay):
             sender = From or getattr(message, "From", None) or message["From"]
         # Signing raises before anything is sent.
         try:
-            data = self.signed_bytes(message, sender) if sign else wire_bytes(message)
+            data = wire_bytes(message)
+            if sign:
+                listed = self._list_domain(data, sender, list_domain)
+                data = self.list_bytes(data, listed) if listed else self.signed_bytes(message, sender, data)
         except Exception as exc:  # noqa: BLE001 (ours: never Salmon's silent 250)
             LOG.error("not sent: signing %r failed (%s: %s)", message, type(exc).__name__, exc, exc_info=exc)
             raise SigningFailed(f"{type(exc).__name__}: {exc}") from exc

@@ -235,3 +235,59 @@ def test_dkim_sign_gives_the_signer_a_bare_sender_address(tmp_path):
     assert request.From == "Alice Example <alice@example.com>"
     dkim_sign(dkim)(lambda msg: None)(request)
     assert [(s.domain, s.selector) for s in request.dkim_signed.signatures] == [("example.com", "ed1")]
+
+
+# -- list mail through the relay: marked by the route, or recognised by List-Id ----------------
+
+def list_relay_context(tmp_path, domainkeys: str):
+    install_keys(tmp_path / "keys")
+    ini = write_ini(tmp_path / "main.ini", tmp_path)
+    ini.write_text(ini.read_text() + f"[DomainKeys]\n{domainkeys}\n")
+    return glue.DKIM.from_config(ini)
+
+
+def signed_post(dkim, list_id: bool = True) -> bytes:
+    post = (b"List-Id: Lunch <lunch.example.org>\r\n" if list_id else b"") + message("plain.eml")
+    return dkim.signer.sign(post).message  # signed by the author's domain, example.com
+
+
+def dkim_domains(dkim, data: bytes):
+    return [(r.domain, r.result) for r in dkim.verifier.verify(data).results]
+
+
+def test_relay_recognises_list_mail_by_list_id_strips_signs_as_the_list_and_seals(tmp_path):
+    from salmon_dkim.arc import arc_result
+    dkim = list_relay_context(tmp_path, "ARCSeal = Yes")
+    with SMTPSink(tmp_path / "sink") as sink:
+        dkim.relay("127.0.0.1", sink.port).deliver(signed_post(dkim), To="member@remote.example",
+                                                   From="lunch-bounces@example.org")
+        sent = sink.received("member")
+    assert dkim_domains(dkim, sent) == [("example.org", "pass")]
+    assert arc_result(sent, dkim.resolver, dkim.settings)[0] == "pass"
+
+
+def test_a_list_route_marks_list_mail_without_list_id(tmp_path):
+    dkim = list_relay_context(tmp_path, "")
+    with SMTPSink(tmp_path / "sink") as sink:
+        dkim.relay("127.0.0.1", sink.port).deliver(signed_post(dkim, list_id=False), To="member@remote.example",
+                                                   From="lunch-bounces@example.org", list_domain="example.org")
+        sent = sink.received("member")
+    assert dkim_domains(dkim, sent) == [("example.org", "pass")]
+    assert b"ARC-Seal" not in sent  # ARCSeal is off by default
+
+
+def test_list_relay_keeps_the_authors_signature_when_strip_is_off(tmp_path):
+    dkim = list_relay_context(tmp_path, "StripSigsFromListMail = No")
+    with SMTPSink(tmp_path / "sink") as sink:
+        relay = dkim.relay("127.0.0.1", sink.port, list_domain="example.org")
+        relay.deliver(signed_post(dkim), To="member@remote.example", From="lunch-bounces@example.org")
+        sent = sink.received("member")
+    assert dkim_domains(dkim, sent) == [("example.org", "pass"), ("example.com", "pass")]
+
+
+def test_mail_without_list_id_or_mark_is_signed_as_its_author(tmp_path):
+    dkim = list_relay_context(tmp_path, "")
+    with SMTPSink(tmp_path / "sink") as sink:
+        dkim.relay("127.0.0.1", sink.port).deliver(message("plain.eml"), To="bob@remote.example",
+                                                   From="alice@example.com")
+        assert dkim_domains(dkim, sink.received("bob")) == [("example.com", "pass")]
