@@ -465,6 +465,7 @@ HOSTILE_NAMES = ["empty", "random bytes", "random bytes after a signature", "bin
 def test_hostile_message_gets_result_words_and_reasons(signed, zone, name):
     data, expected = _hostile(signed)[name]
     report = verify(data, zone)
+    assert report.internal_error is None  # a bug of ours would still be a result word and a reason
     for result in report.results:
         assert result.result in RESULT_WORDS and result.reason
     if expected is not None:
