@@ -110,6 +110,15 @@ def _strip_fields(data: bytes, name: str) -> bytes:
     return re.sub(pattern, b"", head) + rest
 
 
+def _ours_on_top(data: bytes, options, authentication_results: str, score: float) -> bytes:
+    """Incoming headers that claim to be ours (A-R with our id, our score header) replaced by ours."""
+    data = authresults.remove_ours(data, options.authserv_id)
+    if options.score_header:
+        data = authresults.add_header_on_top(_strip_fields(data, options.score_header),
+                                             f"{options.score_header}: {score:g}\r\n")
+    return authresults.add_header_on_top(data, authentication_results) if authentication_results else data
+
+
 def apply_verification(message, context) -> None:
     """Verify ``message.Data``, annotate the message, raise SMTPError for reject/tempfail.
 
@@ -123,8 +132,10 @@ def apply_verification(message, context) -> None:
         skip = exempt(session, settings)
         if skip:
             if options.enabled and not in_networks(session.peer_ip, options.trusted_ips):
-                # not verified, yet from outside the trust boundary: our id in a header is forged
+                # not verified, yet from outside the trust boundary: headers claiming to be ours are forged
                 unforged = authresults.remove_ours(data, options.authserv_id)
+                if options.score_header:
+                    unforged = _strip_fields(unforged, options.score_header)
                 if unforged != data:
                     replace_data(message, unforged)
             message.dkim, message.dkim_outcome = None, decide(None, session, settings)
@@ -141,14 +152,8 @@ def apply_verification(message, context) -> None:
                       "reason": r.reason} for r in report.results],
             action=outcome.action, score=outcome.score, reason=outcome.reason)
         if outcome.action in ("accept", "skip"):
-            data = authresults.remove_ours(data, options.authserv_id)
-            if options.score_header:
-                data = _strip_fields(data, options.score_header)
-                data = authresults.add_header_on_top(
-                    data, f"{options.score_header}: {outcome.score:g}\r\n")
-            data = authresults.add_header_on_top(
-                data, authresults.authentication_results(options.authserv_id, report))
-            replace_data(message, data)
+            replace_data(message, _ours_on_top(
+                data, options, authresults.authentication_results(options.authserv_id, report), outcome.score))
         message.dkim, message.dkim_outcome = report, outcome
     except Exception as exc:  # noqa: BLE001 (any failure of ours must not become Salmon's silent 250)
         _internal_error(message, context, exc)
@@ -180,10 +185,7 @@ def _internal_error(message, context, exc: Exception) -> None:
         # accept: say so in the message, as RFC 8601 dkim=temperror
         header = (f"Authentication-Results: {options.authserv_id};\r\n"
                   f"\tdkim=temperror reason=\"internal error\"\r\n")
-        data = authresults.remove_ours(data, options.authserv_id)
-        if options.score_header:  # an incoming score header must not pass for ours
-            data = f"{options.score_header}: 0\r\n".encode("ascii") + _strip_fields(data, options.score_header)
-        replace_data(message, header.encode("ascii", "replace") + data)
+        replace_data(message, _ours_on_top(data, options, header, 0.0))
     except Exception as failed:  # noqa: BLE001 (tempfail asked for, or accepting failed too)
         raise SMTPError(451, TEMPFAIL_TEXT) from (exc if isinstance(failed, InternalError) else failed)
     message.dkim = None

@@ -225,8 +225,9 @@ def test_authenticated_submission_listener_is_not_verified(app, signer):
 
 
 def test_forged_authentication_results_from_an_authenticated_session_is_removed(app, signer):
-    """Not verified (authenticated), but from outside the trust boundary: a header claiming our id is forged."""
-    forged = f"Authentication-Results: {app.authserv_id}; dkim=pass header.d=bank.example\r\n".encode()
+    """Not verified (authenticated), but from outside the trust boundary: headers claiming to be ours are forged."""
+    forged = (f"Authentication-Results: {app.authserv_id}; dkim=pass header.d=bank.example\r\n"
+              "X-DKIM-Score: -100\r\n").encode()
     sent = signed(signer)
     with app.submission() as client:
         send(client, "authed-forged@inbound.test", forged + sent)
