@@ -57,6 +57,10 @@ class ARCSet:
     seal: Header
 
 
+class ARCTemporaryError(Exception):
+    """A key of the chain could not be fetched for now (timeout, SERVFAIL): no verdict on the chain."""
+
+
 class ARCChainError(ValueError):
     """The ARC chain on a message is broken; str() is the reason reported with arc=fail."""
 
@@ -303,7 +307,7 @@ class _KeyFetcher:
                 raise ARCChainError(f"{name} not looked up: the per-message DNS lookup limit "
                                     "was reached") from None
             except DNSError as exc:
-                raise ARCChainError(f"temporary DNS failure looking up {name}: {exc}") from None
+                raise ARCTemporaryError(f"temporary DNS failure looking up {name}: {exc}") from None
             except KeyRecordError as exc:
                 raise ARCChainError(f"the key record at {name} is unusable: {exc}") from None
             if record.bits() < self.min_bits and record.key_type == "rsa":
@@ -391,7 +395,10 @@ def _verify_chain(message: bytes, resolver: TXTResolver, settings: Settings) -> 
 
 
 def arc_result(message: bytes, resolver: TXTResolver, settings: Settings) -> Tuple[str, str]:
-    """The ARC chain on a received message: ("pass" | "fail" | "none", reason) for arc= in A-R.
+    """The ARC chain on a received message: ("pass" | "fail" | "none" | "temperror", reason) for arc= in A-R.
+
+    "temperror": a key could not be fetched for now; the chain is neither good nor bad, and a
+    sealer must not record cv=fail for it.
 
     Lookups go through ``resolver`` capped at ``[DNS] MaxLookupsPerMessage``; a chain longer
     than ``[DomainKeys] MaxARCInstances`` fails without lookups.  Never raises on message content.
@@ -400,5 +407,7 @@ def arc_result(message: bytes, resolver: TXTResolver, settings: Settings) -> Tup
         return _verify_chain(message, resolver, settings)
     except ARCChainError as exc:
         return "fail", str(exc)
+    except ARCTemporaryError as exc:
+        return "temperror", str(exc)
     except MessageFormatError as exc:
         return "fail", f"the message cannot be parsed: {exc}"

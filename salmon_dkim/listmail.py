@@ -88,6 +88,10 @@ def prepare_list_post(message: bytes, settings: Settings, list_domain: str, sign
         if result.unsigned_reason:
             log.warning("list post for %s not signed: %s", list_domain, result.unsigned_reason)
         message = result.message
+    if sealing and arrival_cv == "temperror":
+        log.warning("list post not ARC-sealed: the arriving chain could not be checked for now "
+                    "(temporary DNS failure); sealing it cv=fail would break it for good")
+        sealing = False
     if sealing:
         try:
             message = sealer.seal(message, arrival_cv, max_instances=lists.max_arc_instances)

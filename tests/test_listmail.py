@@ -128,6 +128,15 @@ def test_arc_seal_checks_an_unreported_chain_itself(post, settings, sealer, reso
     assert arc_result(sent, resolver, settings)[0] == "pass"
 
 
+def test_a_chain_that_cannot_be_checked_for_now_is_not_sealed_as_failed(post, settings, sealer, black_hole):
+    """A DNS server that never answers: arc=temperror, and the post goes out signed but unsealed."""
+    silent = black_hole.resolver(timeout=0.3)
+    assert arc_result(sealer.seal(post), silent, settings)[0] == "temperror"
+    sent = prepare_list_post(sealer.seal(post), with_lists(settings, arc_seal=True), "example.com",
+                             Signer(settings), sealer, resolver=silent)
+    assert sent.startswith(b"DKIM-Signature:") and sent.count(b"ARC-Seal:") == 1
+
+
 def test_post_past_max_arc_instances_goes_out_signed_but_unsealed(post, settings, sealer):
     options = with_lists(settings, arc_seal=True, max_arc_instances=1)
     sent = prepare_list_post(sealer.seal(post), options, "example.com", Signer(settings), sealer,
