@@ -133,7 +133,8 @@ def load_settings(path: Union[str, os.PathLike, None] = None, *,
                   check_key_files: bool = True) -> Settings:
     """Read and check ``path``; with no path, every option takes its default.
 
-    Relative paths in the file are taken from the file's own folder.
+    Relative paths in the file are taken from the file's own folder; without a file
+    there is no activity log.
     Raises ConfigError with a one-line message naming file, option and problem.
     """
     name = str(path) if path is not None else "<defaults>"
@@ -301,6 +302,8 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
         cache_size=d["CacheSize"] if v["UseCache"] else 0, max_cache_ttl=d["MaxCacheTTL"],
         negative_cache_ttl=d["NegativeCacheTTL"],
         max_lookups_per_message=d["MaxLookupsPerMessage"], cache_file=_path(base, d["CacheFile"]))
-    logging_ = LoggingSettings(activity_log=_path(base, lg["ActivityLog"]), log_level=lg["LogLevel"])
+    # Without a file there is no folder of ours to write the log in: log only when a file asks for it.
+    activity_log = _path(base, lg["ActivityLog"]) if name != "<defaults>" else None
+    logging_ = LoggingSettings(activity_log=activity_log, log_level=lg["LogLevel"])
     return Settings(signing, verification, lists, dns, logging_,
                     Path(name).resolve() if name != "<defaults>" else None)

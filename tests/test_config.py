@@ -36,6 +36,7 @@ def test_no_file_gives_every_default():
     assert settings.verification.temperror_action == "tempfail"
     assert settings.lists.strip_sigs_from_list_mail is True
     assert settings.dns.zone_file is None and settings.dns.timeout == 3.0
+    assert settings.logging.activity_log is None  # nothing written to the current folder unasked
 
 
 def test_documented_file_holds_the_defaults():
