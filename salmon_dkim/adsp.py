@@ -7,15 +7,15 @@ except, as our issue 4 asks, when an author-domain signature failed with a key
 in testing mode (``t=y``): that is reported as ``unknown``.  An author-domain
 signature that met a temporary DNS failure makes the result ``temperror``.
 
-The existence check of RFC 5617 section 4.3 (``nxdomain``) needs an A/MX
-query; our resolver answers TXT only, so that step is not made.
+An author domain that does not exist at all (NXDOMAIN, RFC 5617 section 4.3;
+any query type will do, ours is TXT) gives ``nxdomain``.
 """
 from __future__ import annotations
 
 from typing import Iterable, Optional, Tuple
 
 from salmon_dkim.canon import parse_tags
-from salmon_dkim.dns import DNSError, LookupLimitExceeded, NoRecord, TemporaryDNSError, TXTResolver
+from salmon_dkim.dns import DNSError, LookupLimitExceeded, NoRecord, NoSuchDomain, TemporaryDNSError, TXTResolver
 
 PRACTICES = ("unknown", "all", "discardable")
 
@@ -51,6 +51,16 @@ def evaluate(author_domain: Optional[str], results: Iterable, resolver: TXTResol
     if any(r.result == "temperror" for r in own):  # it may be valid: "fail" could become a 550
         return "temperror", (f"the signature by the author domain {author_domain} could not be "
                              "checked (temporary DNS failure); ADSP is decided on retry")
+    try:
+        resolver.txt(author_domain)  # section 4.3: does the author domain exist at all?
+    except NoSuchDomain:
+        return "nxdomain", f"the author domain {author_domain} does not exist (NXDOMAIN)"
+    except NoRecord:
+        pass  # it exists, without TXT records
+    except LookupLimitExceeded as exc:
+        return "permerror", str(exc)
+    except DNSError as exc:
+        return "temperror", f"existence check of {author_domain} failed: {exc}"
     try:
         value, reason = practice(author_domain, resolver)
     except NoRecord:

@@ -148,10 +148,13 @@ class TTLCache:
         """Cache records for ttl seconds (at most max_ttl; 0 caches nothing)."""
         self._store(name, tuple(records), min(ttl, self.max_ttl))
 
-    def put_negative(self, name: str, soa_ttl: Optional[float] = None) -> None:
-        """Cache "does not exist" for negative_ttl, or the SOA minimum when given and shorter."""
+    def put_negative(self, name: str, soa_ttl: Optional[float] = None, *, exists: bool = False) -> None:
+        """Cache "does not exist" (records None) or, with ``exists``, "no TXT record" (records ()).
+
+        For negative_ttl, or the SOA minimum when given and shorter.
+        """
         ttl = self.negative_ttl if soa_ttl is None else min(soa_ttl, self.negative_ttl)
-        self._store(name, None, ttl)
+        self._store(name, () if exists else None, ttl)
 
     def entries(self) -> List[Tuple[str, Optional[List[bytes]], float]]:
         """(name, records or None for negative, expires_at on the cache's clock), live ones only."""

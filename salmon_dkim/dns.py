@@ -29,6 +29,10 @@ class NoRecord(DNSError):
     """Final: the name does not exist, or has no TXT record."""
 
 
+class NoSuchDomain(NoRecord):
+    """Final: the name does not exist at all (NXDOMAIN), as opposed to existing without TXT."""
+
+
 class TemporaryDNSError(DNSError):
     """Not final: timeout, SERVFAIL or network trouble; ask again later."""
 
@@ -58,14 +62,19 @@ class ZoneResolver:
         except (OSError, UnicodeDecodeError, dns.exception.DNSException) as exc:
             raise DNSError(f"{self.path}: cannot be read as a zone file: {exc}") from None
         self._records: Dict[str, List[bytes]] = {}
+        self._names = set()  # every owner name and the names above it up to the root
         for rrset in rrsets:
+            owner = _key(rrset.name.to_text())
+            labels = owner.split(".")
+            self._names.update(".".join(labels[i:]) for i in range(len(labels)))
             if rrset.rdtype == dns.rdatatype.TXT:
-                self._records.setdefault(_key(rrset.name.to_text()), []).extend(
-                    b"".join(r.strings) for r in rrset)
+                self._records.setdefault(owner, []).extend(b"".join(r.strings) for r in rrset)
 
     def txt(self, name: str) -> List[bytes]:
         records = self._records.get(_key(name))
         if not records:
+            if _key(name) not in self._names:
+                raise NoSuchDomain(f"{name.rstrip('.')}: does not exist in {self.path}")
             raise NoRecord(f"{name.rstrip('.')}: no TXT record in {self.path}")
         return list(records)
 

@@ -15,7 +15,7 @@ import dns.rdatatype
 import dns.resolver
 
 from salmon_dkim.cache import TTLCache
-from salmon_dkim.dns import NoRecord, TemporaryDNSError
+from salmon_dkim.dns import NoRecord, NoSuchDomain, TemporaryDNSError
 
 # Large enough for a 4096-bit key over UDP, small enough not to fragment (DNS flag day 2020).
 EDNS_PAYLOAD = 1232
@@ -64,7 +64,9 @@ class LiveResolver:
             cached = self.cache.get(name)
             if cached is not None:
                 if cached.records is None:
-                    raise NoRecord(f"{name}: does not exist or has no TXT record (cached answer)")
+                    raise NoSuchDomain(f"{name}: does not exist (NXDOMAIN, cached answer)")
+                if not cached.records:
+                    raise NoRecord(f"{name}: exists but has no TXT record (cached answer)")
                 return list(cached.records)
         records, ttl = self._ask(name)
         if self.cache is not None:
@@ -86,9 +88,9 @@ class LiveResolver:
             answer = self._resolver.resolve(qname, dns.rdatatype.TXT, search=False)
         except dns.resolver.NXDOMAIN as exc:
             self._cache_negative(name, exc.responses().get(qname))
-            raise NoRecord(f"{name}: does not exist (NXDOMAIN)") from None
+            raise NoSuchDomain(f"{name}: does not exist (NXDOMAIN)") from None
         except dns.resolver.NoAnswer as exc:
-            self._cache_negative(name, exc.response())
+            self._cache_negative(name, exc.response(), exists=True)
             raise NoRecord(f"{name}: exists but has no TXT record") from None
         except dns.exception.Timeout:
             raise TemporaryDNSError(f"{name}: no answer within {self.timeout:g} s from "
@@ -100,9 +102,10 @@ class LiveResolver:
         records = [b"".join(rdata.strings) for rdata in answer]
         return records, answer.chaining_result.minimum_ttl
 
-    def _cache_negative(self, name: str, response: Optional[dns.message.Message]) -> None:
+    def _cache_negative(self, name: str, response: Optional[dns.message.Message], *,
+                        exists: bool = False) -> None:
         if self.cache is not None:
-            self.cache.put_negative(name, negative_ttl(response))
+            self.cache.put_negative(name, negative_ttl(response), exists=exists)
 
 
 def negative_ttl(response: Optional[dns.message.Message]) -> Optional[int]:

@@ -7,7 +7,7 @@ import pytest
 from dnsserver import (LONG, LONG_TEXT, MISSING, MULTI, NO_TXT, PLAIN, REFUSED, SERVFAIL, SOA_MISSING,
                        SOA_NEGATIVE_TTL, BlackHole)
 from salmon_dkim.cache import TTLCache
-from salmon_dkim.dns import NoRecord, TemporaryDNSError, ZoneResolver
+from salmon_dkim.dns import NoSuchDomain, NoRecord, TemporaryDNSError, ZoneResolver
 from salmon_dkim.livedns import LiveResolver, negative_ttl
 
 
@@ -51,14 +51,28 @@ def test_several_records_at_one_name_all_come_back(dns_server_factory):
 
 # -- final and temporary errors -------------------------------------------------
 
-def test_name_that_does_not_exist_is_no_record(dns_server):
-    with pytest.raises(NoRecord, match=f"{MISSING}: does not exist"):
+def test_name_that_does_not_exist_is_no_such_domain(dns_server):
+    with pytest.raises(NoSuchDomain, match=f"{MISSING}: does not exist"):
         dns_server.resolver().txt(MISSING)
 
 
-def test_name_without_txt_record_is_no_record(dns_server):
-    with pytest.raises(NoRecord, match=f"{NO_TXT}: exists but has no TXT record"):
+def test_name_without_txt_record_is_no_record_but_exists(dns_server):
+    with pytest.raises(NoRecord, match=f"{NO_TXT}: exists but has no TXT record") as info:
         dns_server.resolver().txt(NO_TXT)
+    assert not isinstance(info.value, NoSuchDomain)
+
+
+def test_cached_negative_answers_keep_their_kind(dns_server):
+    resolver = cached_resolver(dns_server)
+    for name in (MISSING, NO_TXT):
+        with pytest.raises(NoRecord):
+            resolver.txt(name)
+    dns_server.stop()
+    with pytest.raises(NoSuchDomain, match="cached"):
+        resolver.txt(MISSING)
+    with pytest.raises(NoRecord, match="exists but has no TXT record .cached") as info:
+        resolver.txt(NO_TXT)
+    assert not isinstance(info.value, NoSuchDomain)
 
 
 def test_invalid_name_is_no_record(dns_server):

@@ -392,7 +392,8 @@ def adsp_zone(tmp_path_factory):
     lines = [zone_line("testing", "example.com", RECORDS["testing"]),
              '_adsp._domainkey.example.com. IN TXT "dkim=all"',
              '_adsp._domainkey.example.org. IN TXT "dkim=discardable"',
-             '_adsp._domainkey.example.net. IN TXT "dkim=unknown"']
+             '_adsp._domainkey.example.net. IN TXT "dkim=unknown"',
+             'example.biz. IN TXT "v=spf1 -all"']
     return extra_zone(tmp_path_factory, lines)
 
 
@@ -405,7 +406,8 @@ def _from(data: bytes, domain: bytes) -> bytes:
     ("unsigned", b"example.com", "fail"),
     ("unsigned", b"example.org", "discard"),
     ("unsigned", b"example.net", "unknown"),
-    ("unsigned", b"example.info", "none"),
+    ("unsigned", b"example.biz", "none"),
+    ("unsigned", b"example.info", "nxdomain"),
     ("tampered", b"example.com", "fail"),
     ("tampered testing", b"example.com", "unknown"),
 ])
@@ -417,6 +419,13 @@ def test_adsp_result(signed, adsp_zone, data_name, author, word):
         data = _from(data, author)
     report = verify(data, adsp_zone, adsp=True)
     assert report.adsp == word, report.adsp_reason
+
+
+def test_adsp_nxdomain_goes_into_authentication_results(adsp_zone):
+    from salmon_dkim.authresults import authentication_results, parse
+    report = verify(_from(PLAIN, b"example.info"), adsp_zone, adsp=True)
+    results = parse(authentication_results("mx.example.org", report)).results
+    assert [(r.method, r.result) for r in results] == [("dkim", "none"), ("dkim-adsp", "nxdomain")]
 
 
 def test_adsp_is_not_looked_up_when_off(adsp_zone):

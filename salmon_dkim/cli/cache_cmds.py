@@ -58,7 +58,7 @@ def _shorten(text: str, full: bool) -> str:
 def _rows(entries, now: float, full: bool) -> List[List[str]]:
     rows = []
     for name, records, expires_at in sorted(entries, key=lambda e: e[0]):
-        answers = ["does not exist"] if records is None else [
+        answers = ["does not exist"] if records is None else ["no TXT record"] if not records else [
             _shorten(r.decode("utf-8", "backslashreplace"), full) for r in records]
         for i, answer in enumerate(answers):
             rows.append([name, answer, _duration(expires_at - now), _utc(expires_at)] if i == 0
