@@ -1,7 +1,9 @@
 """The Authentication-Results header (RFC 8601) for a verified message, built with authres.
 
 One header per message, one ``dkim=`` result per signature checked (RFC 6008
-``header.b`` tells apart two signatures of one domain), ``dkim=none`` when
+``header.b`` tells apart two signatures of one domain) or ``domainkeys=`` per
+DomainKey-Signature (``header.d`` and ``header.from`` or ``header.sender``, as
+RFC 8601 registers them), ``dkim=none`` when
 unsigned, ``arc=`` when the message carries an ARC chain (RFC 8617), ``dkim-adsp=``
 (the RFC 5617 method name) when ADSP ran.  Incoming
 headers that claim our authserv-id are forged or stale and are removed first
@@ -31,10 +33,25 @@ def _reason(text) -> str:
     return (text or "").replace('"', "'").replace("\\", "/")[:_REASON_LIMIT] or None
 
 
+_DOMAIN = re.compile(r"[A-Za-z0-9_.-]+")
+_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9_.-]+")  # dot-atom: authres writes it unquoted
+
+
+def _domainkeys_properties(r) -> List[AuthenticationResultProperty]:
+    """header.d, and header.from or header.sender: the sending address d= was checked against."""
+    props = [AuthenticationResultProperty("header", "d", r.domain)] if _DOMAIN.fullmatch(r.domain) else []
+    if r.identity_source in ("from", "sender") and r.identity and _ADDRESS.fullmatch(r.identity):
+        props.append(AuthenticationResultProperty("header", r.identity_source, r.identity))
+    return props
+
+
 def _dkim_result(r) -> AuthenticationResult:
-    props = [AuthenticationResultProperty("header", name, value)
-             for name, value in (("d", r.domain), ("s", r.selector), ("a", r.algorithm), ("b", r.b))
-             if value and re.fullmatch(r"[\x21-\x7e]+", value)]
+    if r.type == "domainkeys":
+        props = _domainkeys_properties(r)
+    else:
+        props = [AuthenticationResultProperty("header", name, value)
+                 for name, value in (("d", r.domain), ("s", r.selector), ("a", r.algorithm), ("b", r.b))
+                 if value and re.fullmatch(r"[\x21-\x7e]+", value)]
     reason = None if r.result == "pass" else _reason(r.reason)
     return AuthenticationResult(r.type, result=r.result, reason=reason,
                                 result_comment="test mode key" if r.testing else None, properties=props)

@@ -14,7 +14,8 @@ Where RFC 6376 leaves the choice to the verifier:
 - a ``b=`` whose length is not the key's size is ``fail`` (a good key, a
   signature that cannot verify with it);
 - an expired ``x=`` is ``permerror``; ``x=`` not after ``t=`` is ``neutral``;
-- DomainKey-Signature (RFC 4870) headers are listed as ``neutral``, not verified.
+- DomainKey-Signature (RFC 4870) headers are verified by ``salmon_dkim.domainkeys``,
+  within MaxSignatures and the message's DNS budget; ADSP counts only DKIM passes.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from salmon_dkim import adsp as adsp_check
 from salmon_dkim.arc import arc_result
 from salmon_dkim.canon import (Header, MessageFormatError, canon_body, canon_header,
                                parse_tags, select_headers, split_message, strip_b_value, to_crlf)
+from salmon_dkim.domainkeys import verify_domainkeys
 from salmon_dkim.dns import (BudgetedResolver, DNSError, LookupLimitExceeded, NoRecord,
                              TemporaryDNSError, TXTResolver)
 from salmon_dkim.keys import KeyRecord, KeyRecordError, key_name, parse_key_record
@@ -70,6 +72,7 @@ class SignatureResult:
     identity: Optional[str] = None
     testing: bool = False
     key_bits: Optional[int] = None
+    identity_source: Optional[str] = None  # DomainKeys: "from" | "sender", the field identity came from
 
     def as_json(self) -> dict:
         return {"type": self.type, "domain": self.domain, "selector": self.selector,
@@ -288,11 +291,12 @@ class Verifier:
             headers, body = split_message(message)
         except MessageFormatError as exc:
             return self._unverified(message, "permerror", f"message format: {exc}")
-        signatures = [(n, v) for n, v in headers if _kind(n)]
+        signatures = [(i, n, v) for i, (n, v) in enumerate(headers) if _kind(n)]
         cap = self.options.max_signatures
         resolver = BudgetedResolver(self.resolver, self.settings.dns.max_lookups_per_message)
         bodies: Dict[str, bytes] = {}
-        results = tuple(self._check(n, v, headers, body, bodies, resolver) for n, v in signatures[:cap])
+        results = tuple(self._check(n, v, headers, body, bodies, resolver, position=i)
+                        for i, n, v in signatures[:cap])
         domain = author_domain(headers)
         adsp = reason = arc = arc_reason = None
         bugs = [r.reason for r in results if r.reason.startswith(_INTERNAL)]
@@ -323,13 +327,12 @@ class Verifier:
                                   unverified_reason=reason)
 
     def _check(self, name: bytes, value: bytes, headers, body: bytes, bodies: dict,
-               resolver) -> SignatureResult:
+               resolver, position: int) -> SignatureResult:
         kind = _kind(name)
         shown = _Display()
         try:
             if kind == "domainkeys":
-                return _result(kind, shown.read(value), "neutral",
-                               "DomainKeys (RFC 4870) signatures are not verified")
+                return self._check_domainkeys(value, headers, position, body, bodies, resolver, shown)
             word, reason = self._verify_signature(name, value, headers, body, bodies, resolver, shown)
         except SignatureProblem as problem:
             word, reason = problem.result, problem.reason
@@ -337,6 +340,19 @@ class Verifier:
             log.exception("DKIM signature d=%s s=%s: internal error", shown.domain, shown.selector)
             word, reason = "permerror", f"{_INTERNAL}: {type(exc).__name__}: {exc}"
         return _result(kind, shown if shown.filled else shown.read(value), word, reason)
+
+    def _check_domainkeys(self, value: bytes, headers, position: int, body: bytes, bodies: dict,
+                          resolver, shown: _Display) -> SignatureResult:
+        try:
+            tags = parse_tags(value)
+        except ValueError:
+            tags = None
+        shown.read(value, tags)
+        dk = verify_domainkeys(headers, position, body, resolver, min_key_bits=self.options.min_key_bits,
+                               parse_key=self.keys.parse, bodies=bodies)
+        return SignatureResult("domainkeys", shown.domain, shown.selector, shown.algorithm or "rsa-sha1",
+                               dk.result, dk.reason, shown.b, dk.sender, dk.testing, dk.key_bits,
+                               dk.sender_header)
 
     def _verify_signature(self, name, value, headers, body, bodies, resolver,
                           shown: _Display) -> Tuple[str, str]:

@@ -1,0 +1,293 @@
+"""Verify DomainKey-Signature headers (RFC 4870, historic), as MDaemon still does.
+
+DomainKeys is DKIM's predecessor: one RSA-SHA1 signature over the header
+fields *below* the signature and the body together, canonicalized ``simple``
+or ``nofws``, with the key at ``SELECTOR._domainkey.DOMAIN`` in the DKIM record
+format.  dkimpy has no DomainKeys at all.  ``verify_domainkeys`` gives one
+signature an RFC 8601 result word and a reason, never raising on message
+content:
+
+- ``neutral``: the signature is broken, or its d= is neither the domain of
+  the sending address (Sender, else From: RFC 4870 section 3.3) nor a parent
+  of it, checked before any DNS lookup;
+- ``permerror``: no key, a revoked, malformed or non-RSA key;
+- ``temperror``: the key lookup failed for now;
+- ``fail``: the signature does not verify with the key;
+- ``policy``: it verified, but the key is under MinKeyBits or its own tags
+  refuse this use (``g=``, ``h=`` without sha1, ``s=`` without email);
+- ``pass``.
+
+rsa-sha1 is the only DomainKeys algorithm, so RFC 8301's refusal of sha1 for
+DKIM does not apply here; a DomainKeys pass is no DKIM pass (ADSP ignores it).
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import re
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from salmon_dkim.canon import Header, parse_tags
+from salmon_dkim.dns import DNSError, LookupLimitExceeded, NoRecord, TemporaryDNSError, TXTResolver
+from salmon_dkim.keys import KeyRecord, KeyRecordError, key_name, parse_key_record
+
+ALGORITHM = "rsa-sha1"
+CANONICALIZATIONS = ("simple", "nofws")
+_FWS = b" \t\r\n"
+_DOMAIN = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+                     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*")
+_SIMPLE_ADDRESS = re.compile(rb"[ \t]*(?:[\w .'-]*<([\w.+-]+@[\w.-]+)>|([\w.+-]+@[\w.-]+))[ \t]*\r\n")
+_BARE_CR = re.compile(rb"\r(?!\n)")
+
+
+@dataclass(frozen=True)
+class DomainKeySignature:
+    """A DomainKey-Signature header field, parsed and checked for syntax (RFC 4870 section 3.3)."""
+
+    domain: str
+    selector: str
+    canon: str  # "simple" | "nofws"
+    signed_headers: Optional[frozenset]  # h= names, lower case; None: every header below the signature
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class DomainKeysResult:
+    """What became of one DomainKey-Signature."""
+
+    result: str  # an RFC 8601 result word
+    reason: str
+    sender: Optional[str] = None  # the sending address the d= domain was checked against
+    sender_header: Optional[str] = None  # "sender" | "from": where ``sender`` came from
+    testing: bool = False
+    key_bits: Optional[int] = None
+
+
+class _Problem(Exception):
+    def __init__(self, result: str, reason: str) -> None:
+        super().__init__(reason)
+        self.result, self.reason = result, reason
+
+
+def _text(value: bytes, limit: int = 60) -> str:
+    return value[:limit].decode("ascii", "replace")
+
+
+def parse_domainkey_signature(value: bytes) -> DomainKeySignature:
+    """The tags of a DomainKey-Signature value; ValueError naming what is broken."""
+    try:
+        tags = parse_tags(value)
+    except ValueError as exc:
+        raise ValueError(f"malformed tag list: {exc}") from None
+    missing = [t + "=" for t in ("b", "d", "s") if t.encode() not in tags]
+    if missing:
+        raise ValueError("required tag missing: " + ", ".join(missing))
+    algorithm = _text(tags.get(b"a", ALGORITHM.encode())).lower()
+    if algorithm != ALGORITHM:  # RFC 4870 3.3: rsa-sha1 is the only algorithm, and the default
+        raise ValueError(f"a={algorithm} is not a DomainKeys algorithm (rsa-sha1)")
+    canon = _text(tags.get(b"c", b"simple")).lower()
+    if canon not in CANONICALIZATIONS:
+        raise ValueError(f"c={canon} is not a DomainKeys canonicalization (simple or nofws)")
+    if tags.get(b"q", b"dns").lower() != b"dns":
+        raise ValueError(f"q={_text(tags[b'q'])} is not a DomainKeys query method (dns)")
+    domain = tags[b"d"].decode("ascii", "replace").lower().rstrip(".")
+    selector = tags[b"s"].decode("ascii", "replace").lower()
+    if not _DOMAIN.fullmatch(domain) or "." not in domain:
+        raise ValueError(f"d={domain[:60]} is not a domain name")
+    if not _DOMAIN.fullmatch(selector):
+        raise ValueError(f"s={selector[:60]} is not a selector")
+    signed = None
+    if b"h" in tags:
+        signed = frozenset(h.strip(_FWS).lower() for h in tags[b"h"].split(b":")) - {b""}
+        if not signed:
+            raise ValueError("h= names no header field")
+    try:
+        signature = base64.b64decode(tags[b"b"].translate(None, _FWS), validate=True)
+    except (binascii.Error, ValueError):
+        signature = b""
+    if not signature:
+        raise ValueError("b= is not valid base64")
+    return DomainKeySignature(domain, selector, canon, signed, signature)
+
+
+def _mailbox(value: bytes) -> Optional[str]:
+    """The one address in a From or Sender field value; None when there is not exactly one."""
+    if len(value) > 2000:
+        return None
+    simple = _SIMPLE_ADDRESS.fullmatch(value)
+    if simple:  # the usual "Name <a@b>" or "a@b": email.utils is slow
+        return (simple.group(1) or simple.group(2)).decode("ascii")
+    try:
+        addresses = [a for _, a in email.utils.getaddresses([value.decode("utf-8", "replace")]) if a]
+    except Exception:  # email.utils recurses per "(" and raises RecursionError on hostile input
+        return None
+    return addresses[0] if len(addresses) == 1 and "@" in addresses[0] else None
+
+
+def sending_address(headers: Sequence[Header]) -> Tuple[str, str]:
+    """(address, "sender" | "from"): the Sender field's address if there is one, else From's.
+
+    ValueError when the field is repeated or does not hold exactly one address.
+    """
+    for field in ("sender", "from"):
+        values = [v for n, v in headers if n.strip(b" \t").lower() == field.encode()]
+        if not values:
+            continue
+        if len(values) > 1:
+            raise ValueError(f"the message has {len(values)} {field.capitalize()} fields")
+        address = _mailbox(values[0])
+        if address is None:
+            raise ValueError(f"the {field.capitalize()} field does not hold exactly one address")
+        return address, field
+    raise ValueError("the message has neither a Sender nor a From field")
+
+
+def _in_domain(address: str, domain: str) -> bool:
+    own = address.rpartition("@")[2].strip().lower().rstrip(".")
+    return own == domain or own.endswith("." + domain)
+
+
+def canon_headers(headers: Sequence[Header], signed: Optional[frozenset], method: str) -> bytes:
+    """The header fields given (those below the signature), chosen by h= in message order, canonicalized."""
+    if signed is not None:
+        headers = [(n, v) for n, v in headers if n.strip(b" \t").lower() in signed]
+    if method == "simple":
+        return b"".join(n + b":" + v for n, v in headers)
+    return b"".join((n + b":" + v).translate(None, _FWS) + b"\r\n" for n, v in headers)
+
+
+def canon_body(body: bytes, method: str) -> bytes:
+    """The body canonicalized: CRLF lines, ``nofws`` without SP/HTAB/lone CR, trailing empty lines removed."""
+    if body and not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    if method == "nofws":
+        body = body.replace(b" ", b"").replace(b"\t", b"")
+        if body.count(b"\r") != body.count(b"\r\n"):
+            body = _BARE_CR.sub(b"", body)
+    tail = len(body) - len(body.rstrip(b"\r\n"))
+    if tail % 2 == 0 and body.endswith(b"\r\n" * (tail // 2)):
+        end = len(body) - tail
+    else:  # a lone CR among the trailing line ends: count the CRLFs one by one
+        end = len(body)
+        while end >= 2 and body[end - 2:end] == b"\r\n":
+            end -= 2
+    return body[:end] + b"\r\n" if end else b""
+
+
+def signed_data(sig: DomainKeySignature, below: Sequence[Header], body: bytes,
+                bodies: Optional[Dict[str, bytes]] = None) -> bytes:
+    """What the signer hashed: the canonical headers, then a blank line and the body unless it is empty."""
+    key = "domainkeys-" + sig.canon
+    if bodies is None:
+        bodies = {}
+    if key not in bodies:
+        bodies[key] = canon_body(body, sig.canon)
+    canonical = bodies[key]
+    # RFC 4870 3.4.2: a body of empty lines only drops the header/body separator line too
+    return canon_headers(below, sig.signed_headers, sig.canon) + (b"\r\n" + canonical if canonical else b"")
+
+
+def _key(sig: DomainKeySignature, resolver: TXTResolver,
+         parse_key: Callable[[str, str, bytes], KeyRecord]) -> Tuple[KeyRecord, bytes]:
+    """The usable key record for ``sig`` and its TXT text; _Problem when there is none."""
+    name = key_name(sig.selector, sig.domain)
+    try:
+        records = resolver.txt(name)
+    except LookupLimitExceeded:
+        raise _Problem("permerror", f"key {name} not looked up: too many DNS lookups for this message "
+                       "(MaxLookupsPerMessage)") from None
+    except NoRecord:
+        raise _Problem("permerror", f"no key published at {name} (NXDOMAIN or no TXT)") from None
+    except TemporaryDNSError as exc:
+        raise _Problem("temperror", f"key lookup {name} failed temporarily: {exc}") from None
+    except DNSError as exc:
+        raise _Problem("temperror", f"key lookup {name} failed: {exc}") from None
+    if len(records) != 1:
+        raise _Problem("permerror", f"{len(records)} TXT records at {name}; a key needs exactly one")
+    try:
+        record = parse_key(sig.selector, sig.domain, records[0])
+    except KeyRecordError as exc:
+        raise _Problem("permerror", f"key record at {name} is malformed: {exc}") from None
+    if record.revoked:
+        raise _Problem("permerror", f"key {name} has been revoked (empty p=)")
+    if record.key_type != "rsa":
+        raise _Problem("permerror", f"key {name} is k={record.key_type}; DomainKeys signatures are RSA")
+    return record, records[0]
+
+
+def _granularity(txt: bytes) -> Optional[str]:
+    """The key's g= (RFC 4870 3.2.3), None when absent or empty (any local part)."""
+    try:
+        value = parse_tags(txt).get(b"g", b"")
+    except ValueError:
+        return None
+    return value.decode("utf-8", "replace") or None
+
+
+def _objections(record: KeyRecord, granularity: Optional[str], local_part: str, min_key_bits: int) -> List[str]:
+    found = []
+    if record.bits() < min_key_bits:
+        found.append(f"{record.bits()}-bit RSA key is under the {min_key_bits}-bit minimum (MinKeyBits)")
+    if granularity is not None and granularity != "*" and granularity != local_part:
+        found.append(f"key g={granularity[:40]} does not cover the sender {local_part[:40]}@")
+    if record.hashes is not None and "sha1" not in record.hashes:
+        found.append(f"key h={':'.join(record.hashes)} does not allow sha1")
+    if not {"email", "*"} & set(record.services):
+        found.append(f"key s={':'.join(record.services)} is not for email")
+    return found
+
+
+def verify_domainkeys(headers: Sequence[Header], position: int, body: bytes, resolver: TXTResolver, *,
+                      min_key_bits: int = 1024,
+                      parse_key: Optional[Callable[[str, str, bytes], KeyRecord]] = None,
+                      bodies: Optional[Dict[str, bytes]] = None) -> DomainKeysResult:
+    """The result of the DomainKey-Signature at ``headers[position]`` of a CRLF message.
+
+    ``resolver``: the message's (budgeted) resolver; ``parse_key(selector, domain, txt)``: a key
+    record parser, for a cache; ``bodies``: canonical bodies shared between the message's signatures.
+    """
+    parse_key = parse_key or (lambda selector, domain, txt: parse_key_record(txt))
+    sender = sender_header = None
+    record = None
+    try:
+        try:
+            sig = parse_domainkey_signature(headers[position][1])
+        except ValueError as exc:
+            raise _Problem("neutral", str(exc)) from None
+        try:
+            sender, sender_header = sending_address(headers)
+        except ValueError as exc:
+            raise _Problem("neutral", f"no sending address to check d={sig.domain} against: {exc}") from None
+        if not _in_domain(sender, sig.domain):
+            raise _Problem("neutral", f"d={sig.domain} is not the domain (or a parent) of the sending "
+                           f"address {sender[:80]} ({sender_header.capitalize()}; RFC 4870 section 3.3)")
+        record, txt = _key(sig, resolver, parse_key)
+        key = record.public_key()
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise _Problem("permerror", "key is not RSA")
+        size = (key.key_size + 7) // 8
+        if len(sig.signature) != size:
+            raise _Problem("fail", f"b= is {len(sig.signature)} bytes; a signature by this "
+                           f"{key.key_size}-bit key is {size}")
+        try:
+            key.verify(sig.signature, signed_data(sig, headers[position + 1:], body, bodies),
+                       padding.PKCS1v15(), hashes.SHA1())
+        except InvalidSignature:
+            raise _Problem("fail", "signature mismatch: the message was changed after signing, "
+                           "or the key does not match") from None
+        objections = _objections(record, _granularity(txt), sender.rpartition("@")[0], min_key_bits)
+        if objections:
+            raise _Problem("policy", "; ".join(objections))
+        word, reason = "pass", f"good DomainKeys rsa-sha1 signature, {record.bits()}-bit key" + (
+            " in testing mode (t=y)" if record.testing else "")
+    except _Problem as problem:
+        word, reason = problem.result, problem.reason
+    testing = record.testing if record is not None else False
+    bits = record.bits() if record is not None else None
+    return DomainKeysResult(word, reason, sender, sender_header, testing, bits)
