@@ -65,12 +65,18 @@ def exempt(session: Session, settings) -> Optional[str]:
     return None
 
 
+def _dkim(report: VerificationReport):
+    """The DKIM results: DomainKeys (historic) ones are reported, but decide nothing."""
+    return [r for r in report.results if r.type == "dkim"]
+
+
 def score(report: VerificationReport, settings) -> float:
     """The message's DKIM score: per-signature pass/fail scores, once the approved-domain score."""
     options = settings.verification
-    total = sum(options.pass_score for r in report.results if r.result == "pass")
-    total += sum(options.fail_score for r in report.results if r.result == "fail")
-    if any(r.result == "pass" and r.domain in options.approved_domains for r in report.results):
+    results = _dkim(report)
+    total = sum(options.pass_score for r in results if r.result == "pass")
+    total += sum(options.fail_score for r in results if r.result == "fail")
+    if any(r.result == "pass" and r.domain in options.approved_domains for r in results):
         total += options.approved_score
     if report.adsp in ("fail", "discard") and options.adsp_action == "score":
         total += options.adsp_score
@@ -93,10 +99,12 @@ def decide(report: Optional[VerificationReport], session: Session, settings) -> 
     def reject(text: str, reason: str) -> Outcome:
         return Outcome("reject", 550, text, total, options.close_connection_on_reject, reason)
 
-    temporary = [r for r in report.results if r.result == "temperror"]
-    if report.adsp == "temperror" and not report.passed:
+    results = _dkim(report)
+    passed = any(r.result == "pass" for r in results)
+    temporary = [r for r in results if r.result == "temperror"]
+    if report.adsp == "temperror" and not passed:
         temporary.append(None)
-    if temporary and not report.passed:
+    if temporary and not passed:
         first = temporary[0]
         where = (f"DKIM key lookup for {first.domain} failed temporarily" if first
                  else "ADSP lookup failed temporarily")
@@ -108,8 +116,8 @@ def decide(report: Optional[VerificationReport], session: Session, settings) -> 
         return reject(f"5.7.22 No valid DKIM signature of the author domain {report.author_domain}, "
                       f"which signs all its mail (ADSP dkim={practice})",
                       report.adsp_reason or f"ADSP {report.adsp}")
-    failed = [r for r in report.results if r.result == "fail"]
-    if options.reject_on_fail and failed and not report.passed:
+    failed = [r for r in results if r.result == "fail"]
+    if options.reject_on_fail and failed and not passed:
         return reject(f"5.7.20 DKIM signature of {failed[0].domain} failed: {failed[0].reason}", summary)
     if options.reject_score > 0 and total >= options.reject_score:
         return reject(f"5.7.1 DKIM score {total:g} reaches the reject threshold {options.reject_score:g}",

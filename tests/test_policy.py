@@ -182,3 +182,24 @@ def test_author_signature_temperror_is_adsp_temperror_and_never_550_beside_anoth
     assert word == "temperror" and "temporary DNS failure" in reason
     outcome = decide(report(*results, adsp=word), MX, settings(adsp=True, reject_on_fail=True))
     assert (outcome.action, outcome.code) == ("accept", None)
+
+
+# --- DomainKeys results are reported, but decide nothing ---------------------------
+
+def domainkeys(result, domain="example.com"):
+    return SignatureResult("domainkeys", domain, "s1", "rsa-sha1", result, f"{result} reason")
+
+
+def test_a_domainkeys_failure_does_not_trigger_reject_on_fail_or_scores():
+    outcome = decide(report(domainkeys("fail")), MX, settings(reject_on_fail=True, fail_score=5.0,
+                                                               reject_score=5.0))
+    assert (outcome.action, outcome.score) == ("accept", 0.0)
+
+
+def test_a_domainkeys_pass_does_not_rescue_a_failed_dkim_signature():
+    outcome = decide(report(sig("fail"), domainkeys("pass")), MX, settings(reject_on_fail=True))
+    assert outcome.action == "reject"
+
+
+def test_a_domainkeys_temperror_is_not_a_451():
+    assert decide(report(domainkeys("temperror")), MX, settings()).action == "accept"

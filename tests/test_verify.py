@@ -345,13 +345,6 @@ def test_broken_signature_still_shows_what_could_be_read(signed, zone):
     assert (result.domain, result.selector, result.algorithm) == ("example.com", "s1", "rsa-sha256")
 
 
-def test_domainkeys_signature_is_listed_not_verified(zone):
-    data = (b"DomainKey-Signature: a=rsa-sha1; c=nofws; d=example.com; s=s1; q=dns; b=AAAA\r\n" + PLAIN)
-    result = only(verify(data, zone))
-    assert (result.type, result.domain, result.result) == ("domainkeys", "example.com", "neutral")
-    assert result.reason == "DomainKeys (RFC 4870) signatures are not verified"
-
-
 # --- many signatures ---------------------------------------------------------
 
 def test_every_signature_gets_its_own_result(signed, zone):
