@@ -34,14 +34,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from salmon_dkim.canon import Header, parse_tags
-from salmon_dkim.dns import DNSError, LookupLimitExceeded, NoRecord, TemporaryDNSError, TXTResolver
-from salmon_dkim.keys import KeyRecord, KeyRecordError, key_name, parse_key_record
+from salmon_dkim.dns import TXTResolver
+from salmon_dkim.keyfetch import DOMAIN, SignatureProblem, fetch_key
+from salmon_dkim.keys import KeyRecord, key_name, parse_key_record
 
 ALGORITHM = "rsa-sha1"
 CANONICALIZATIONS = ("simple", "nofws")
 _FWS = b" \t\r\n"
-_DOMAIN = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-                     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*")
 _SIMPLE_ADDRESS = re.compile(rb"[ \t]*(?:[\w .'-]*<([\w.+-]+@[\w.-]+)>|([\w.+-]+@[\w.-]+))[ \t]*\r\n")
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
@@ -69,12 +68,6 @@ class DomainKeysResult:
     key_bits: Optional[int] = None
 
 
-class _Problem(Exception):
-    def __init__(self, result: str, reason: str) -> None:
-        super().__init__(reason)
-        self.result, self.reason = result, reason
-
-
 def _text(value: bytes, limit: int = 60) -> str:
     return value[:limit].decode("ascii", "replace")
 
@@ -98,9 +91,9 @@ def parse_domainkey_signature(value: bytes) -> DomainKeySignature:
         raise ValueError(f"q={_text(tags[b'q'])} is not a DomainKeys query method (dns)")
     domain = tags[b"d"].decode("ascii", "replace").lower().rstrip(".")
     selector = tags[b"s"].decode("ascii", "replace").lower()
-    if not _DOMAIN.fullmatch(domain) or "." not in domain:
+    if not DOMAIN.fullmatch(domain) or "." not in domain:
         raise ValueError(f"d={domain[:60]} is not a domain name")
-    if not _DOMAIN.fullmatch(selector):
+    if not DOMAIN.fullmatch(selector):
         raise ValueError(f"s={selector[:60]} is not a selector")
     signed = None
     if b"h" in tags:
@@ -195,30 +188,12 @@ def signed_data(sig: DomainKeySignature, below: Sequence[Header], body: bytes,
 
 def _key(sig: DomainKeySignature, resolver: TXTResolver,
          parse_key: Callable[[str, str, bytes], KeyRecord]) -> Tuple[KeyRecord, bytes]:
-    """The usable key record for ``sig`` and its TXT text; _Problem when there is none."""
-    name = key_name(sig.selector, sig.domain)
-    try:
-        records = resolver.txt(name)
-    except LookupLimitExceeded:
-        raise _Problem("permerror", f"key {name} not looked up: too many DNS lookups for this message "
-                       "(MaxLookupsPerMessage)") from None
-    except NoRecord:
-        raise _Problem("permerror", f"no key published at {name} (NXDOMAIN or no TXT)") from None
-    except TemporaryDNSError as exc:
-        raise _Problem("temperror", f"key lookup {name} failed temporarily: {exc}") from None
-    except DNSError as exc:
-        raise _Problem("temperror", f"key lookup {name} failed: {exc}") from None
-    if len(records) != 1:
-        raise _Problem("permerror", f"{len(records)} TXT records at {name}; a key needs exactly one")
-    try:
-        record = parse_key(sig.selector, sig.domain, records[0])
-    except KeyRecordError as exc:
-        raise _Problem("permerror", f"key record at {name} is malformed: {exc}") from None
-    if record.revoked:
-        raise _Problem("permerror", f"key {name} has been revoked (empty p=)")
+    """The usable key record for ``sig`` and its TXT text; SignatureProblem when there is none."""
+    record, txt = fetch_key(sig.selector, sig.domain, resolver, parse_key)
     if record.key_type != "rsa":
-        raise _Problem("permerror", f"key {name} is k={record.key_type}; DomainKeys signatures are RSA")
-    return record, records[0]
+        raise SignatureProblem("permerror", f"key {key_name(sig.selector, sig.domain)} is "
+                               f"k={record.key_type}; DomainKeys signatures are RSA")
+    return record, txt
 
 
 def _granularity(txt: bytes) -> Optional[str]:
@@ -259,34 +234,34 @@ def verify_domainkeys(headers: Sequence[Header], position: int, body: bytes, res
         try:
             sig = parse_domainkey_signature(headers[position][1])
         except ValueError as exc:
-            raise _Problem("neutral", str(exc)) from None
+            raise SignatureProblem("neutral", str(exc)) from None
         try:
             sender, sender_header = sending_address(headers)
         except ValueError as exc:
-            raise _Problem("neutral", f"no sending address to check d={sig.domain} against: {exc}") from None
+            raise SignatureProblem("neutral", f"no sending address to check d={sig.domain} against: {exc}") from None
         if not _in_domain(sender, sig.domain):
-            raise _Problem("neutral", f"d={sig.domain} is not the domain (or a parent) of the sending "
+            raise SignatureProblem("neutral", f"d={sig.domain} is not the domain (or a parent) of the sending "
                            f"address {sender[:80]} ({sender_header.capitalize()}; RFC 4870 section 3.3)")
         record, txt = _key(sig, resolver, parse_key)
         key = record.public_key()
         if not isinstance(key, rsa.RSAPublicKey):
-            raise _Problem("permerror", "key is not RSA")
+            raise SignatureProblem("permerror", "key is not RSA")
         size = (key.key_size + 7) // 8
         if len(sig.signature) != size:
-            raise _Problem("fail", f"b= is {len(sig.signature)} bytes; a signature by this "
+            raise SignatureProblem("fail", f"b= is {len(sig.signature)} bytes; a signature by this "
                            f"{key.key_size}-bit key is {size}")
         try:
             key.verify(sig.signature, signed_data(sig, headers[position + 1:], body, bodies),
                        padding.PKCS1v15(), hashes.SHA1())
         except InvalidSignature:
-            raise _Problem("fail", "signature mismatch: the message was changed after signing, "
+            raise SignatureProblem("fail", "signature mismatch: the message was changed after signing, "
                            "or the key does not match") from None
         objections = _objections(record, _granularity(txt), sender.rpartition("@")[0], min_key_bits)
         if objections:
-            raise _Problem("policy", "; ".join(objections))
+            raise SignatureProblem("policy", "; ".join(objections))
         word, reason = "pass", f"good DomainKeys rsa-sha1 signature, {record.bits()}-bit key" + (
             " in testing mode (t=y)" if record.testing else "")
-    except _Problem as problem:
+    except SignatureProblem as problem:
         word, reason = problem.result, problem.reason
     testing = record.testing if record is not None else False
     bits = record.bits() if record is not None else None

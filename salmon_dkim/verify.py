@@ -39,8 +39,8 @@ from salmon_dkim.arc import arc_result
 from salmon_dkim.canon import (Header, MessageFormatError, canon_body, canon_header,
                                parse_tags, select_headers, split_message, strip_b_value, to_crlf)
 from salmon_dkim.domainkeys import verify_domainkeys
-from salmon_dkim.dns import (BudgetedResolver, DNSError, LookupLimitExceeded, NoRecord,
-                             TemporaryDNSError, TXTResolver)
+from salmon_dkim.dns import BudgetedResolver, TXTResolver
+from salmon_dkim.keyfetch import DOMAIN, SignatureProblem, fetch_key
 from salmon_dkim.keys import KeyRecord, KeyRecordError, key_name, parse_key_record
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,6 @@ RESULT_WORDS = ("pass", "fail", "neutral", "policy", "temperror", "permerror")
 ALGORITHMS = {"rsa-sha256": ("rsa", "sha256"), "rsa-sha1": ("rsa", "sha1"),
               "ed25519-sha256": ("ed25519", "sha256")}
 REQUIRED_TAGS = (b"v", b"a", b"b", b"bh", b"d", b"h", b"s")
-_DOMAIN = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-                     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*")
 _FWS = b" \t\r\n"
 _DIGITS = re.compile(rb"[0-9]{1,76}")
 _SIMPLE_FROM = re.compile(rb"[ \t]*(?:[\w .'-]*<[\w.+-]+@([\w.-]+)>|[\w.+-]+@([\w.-]+))[ \t]*\r\n")
@@ -96,15 +94,6 @@ class VerificationReport:
     @property
     def passed(self) -> bool:
         return any(r.result == "pass" for r in self.results)
-
-
-class SignatureProblem(Exception):
-    """Ends the check of one signature with a result word and a reason."""
-
-    def __init__(self, result: str, reason: str) -> None:
-        super().__init__(reason)
-        self.result = result
-        self.reason = reason
 
 
 @dataclass
@@ -188,9 +177,9 @@ def parse_signature(name: bytes, value: bytes, tags: dict) -> Signature:
     key_type, hash_name = ALGORITHMS[algorithm]
     domain = tags[b"d"].decode("ascii", "replace").lower().rstrip(".")
     selector = tags[b"s"].decode("ascii", "replace").lower()
-    if not _DOMAIN.fullmatch(domain) or "." not in domain:
+    if not DOMAIN.fullmatch(domain) or "." not in domain:
         raise SignatureProblem("neutral", f"d={domain[:60]} is not a domain name")
-    if not _DOMAIN.fullmatch(selector):
+    if not DOMAIN.fullmatch(selector):
         raise SignatureProblem("neutral", f"s={selector[:60]} is not a selector")
     canon = _text(tags.get(b"c", b"simple/simple"), 40).lower()
     header_canon, _, body_canon = canon.partition("/")
@@ -233,7 +222,7 @@ def author_domain(headers: List[Header]) -> Optional[str]:
         if len(addresses) != 1 or "@" not in addresses[0]:
             return None
         domain = addresses[0].rpartition("@")[2].strip().lower().rstrip(".")
-    return domain if _DOMAIN.fullmatch(domain) else None
+    return domain if DOMAIN.fullmatch(domain) else None
 
 
 class KeyCache:
@@ -381,31 +370,11 @@ class Verifier:
             " in testing mode (t=y)" if record.testing else "")
 
     def _key(self, sig: Signature, resolver) -> KeyRecord:
-        name = key_name(sig.selector, sig.domain)
-        try:
-            records = resolver.txt(name)
-        except LookupLimitExceeded:
-            raise SignatureProblem("permerror", f"key {name} not looked up: more than "
-                                   f"{self.settings.dns.max_lookups_per_message} DNS lookups for "
-                                   "this message (MaxLookupsPerMessage)") from None
-        except NoRecord:
-            raise SignatureProblem("permerror", f"no key published at {name} (NXDOMAIN or no TXT)") from None
-        except TemporaryDNSError as exc:
-            raise SignatureProblem("temperror", f"key lookup {name} failed temporarily: {exc}") from None
-        except DNSError as exc:
-            raise SignatureProblem("temperror", f"key lookup {name} failed: {exc}") from None
-        if len(records) != 1:
-            raise SignatureProblem("permerror",
-                                   f"{len(records)} TXT records at {name}; a key needs exactly one")
-        try:
-            record = self.keys.parse(sig.selector, sig.domain, records[0])
-        except KeyRecordError as exc:
-            raise SignatureProblem("permerror", f"key record at {name} is malformed: {exc}") from None
-        if record.revoked:
-            raise SignatureProblem("permerror", f"key {name} has been revoked (empty p=)")
+        record, _ = fetch_key(sig.selector, sig.domain, resolver, self.keys.parse,
+                              lookup_limit=self.settings.dns.max_lookups_per_message)
         if record.key_type != sig.key_type:
-            raise SignatureProblem("permerror", f"key {name} is k={record.key_type}, "
-                                   f"which cannot check a={sig.algorithm}")
+            raise SignatureProblem("permerror", f"key {key_name(sig.selector, sig.domain)} is "
+                                   f"k={record.key_type}, which cannot check a={sig.algorithm}")
         return record
 
     @staticmethod
