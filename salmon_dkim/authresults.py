@@ -21,6 +21,7 @@ import authres.dkim_b
 from authres.core import AuthenticationResult, AuthenticationResultProperty
 from authres.dkim_adsp import DKIMADSPAuthenticationResult
 
+from salmon_dkim.canon import remove_fields
 from salmon_dkim.verify import VerificationReport
 
 MAX_LINE = 78
@@ -138,24 +139,9 @@ def remove_ours(message: bytes, authserv_id: str) -> bytes:
     Every other byte is kept as it was, line endings included.
     """
     ours = authserv_id.strip().lower().encode("utf-8")
-    if message.startswith((b"\r\n", b"\n")):
-        return message
-    end = re.search(rb"\r?\n\r?\n", message)
-    head, rest = (message[:end.end()], message[end.end():]) if end else (message, b"")
-    fields: List[List[bytes]] = []
-    for line in head.splitlines(keepends=True):
-        if fields and line[:1] in (b" ", b"\t"):
-            fields[-1].append(line)
-        else:
-            fields.append([line])
-    kept = []
-    for lines in fields:
-        name, colon, value = b"".join(lines).partition(b":")
-        if colon and name.strip(b" \t").lower() == b"authentication-results" and (
-                _authserv_id(value) in (ours, None)):  # None: buried under comments, treated as forged
-            continue
-        kept.append(b"".join(lines))
-    return b"".join(kept) + rest
+    # None: an id buried under comments, treated as forged
+    return remove_fields(message, lambda name, value: name == b"authentication-results"
+                         and _authserv_id(value) in (ours, None))
 
 
 def add_header_on_top(message: bytes, header: str) -> bytes:

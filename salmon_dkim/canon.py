@@ -7,7 +7,7 @@ canonicalization of a 1 MB body is the hot path of both.
 from __future__ import annotations
 
 import re
-from typing import Iterable, List, Sequence, Tuple
+from typing import Callable, Iterable, List, Sequence, Tuple
 
 Header = Tuple[bytes, bytes]
 """(name, value): name as written, value everything after the colon up to and
@@ -95,6 +95,39 @@ def canon_body(body: bytes, method: str) -> bytes:
     if method == "simple" and not body:
         return b"\r\n"
     return body
+
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_LINE_END = re.compile(rb"(?<=\n)")
+
+
+def remove_fields(message: bytes, drop: Callable[[bytes, bytes], bool]) -> bytes:
+    """The message without the header fields for which ``drop(name, value)`` is true.
+
+    ``name`` is lower-cased and stripped, ``value`` everything after the colon, folding
+    included.  Every other byte stays as it was, CRLF or LF line endings alike.
+    """
+    if message.startswith((b"\r\n", b"\n")):
+        return message
+    end = _HEAD_END.search(message)
+    # The header block ends after the line ending of its last field; the blank line is the body's.
+    cut = (end.start() + (2 if message.startswith(b"\r\n", end.start()) else 1)) if end else len(message)
+    head, rest = message[:cut], message[cut:]
+    fields: List[List[bytes]] = []
+    for line in _LINE_END.split(head):
+        if not line:
+            continue
+        if fields and line[:1] in (b" ", b"\t"):
+            fields[-1].append(line)
+        else:
+            fields.append([line])
+    kept = []
+    for lines in fields:
+        field = b"".join(lines)
+        name, colon, value = field.partition(b":")
+        if not (colon and drop(name.strip(b" \t").lower(), value)):
+            kept.append(field)
+    return b"".join(kept) + rest
 
 
 def select_headers(headers: Sequence[Header], names: Iterable[bytes]) -> List[Header]:

@@ -42,6 +42,7 @@ from typing import Optional
 from salmon.server import SMTPError
 
 from salmon_dkim import authresults, receivers
+from salmon_dkim.canon import remove_fields
 from salmon_dkim.policy import Outcome, Session, decide, exempt, in_networks
 from salmon_dkim.receivers import message_bytes, replace_data
 
@@ -104,10 +105,8 @@ def _message_id(data: bytes) -> Optional[str]:
 
 def _strip_fields(data: bytes, name: str) -> bytes:
     """Remove every header field called ``name`` (with its continuation lines)."""
-    end = data.find(b"\r\n\r\n")
-    head, rest = (data, b"") if end < 0 else (data[:end + 2], data[end + 2:])
-    pattern = rb"(?im)^" + re.escape(name.encode("ascii")) + rb"[ \t]*:.*\r\n(?:[ \t].*\r\n)*"
-    return re.sub(pattern, b"", head) + rest
+    name_bytes = name.lower().encode("ascii")
+    return remove_fields(data, lambda field, _value: field == name_bytes)
 
 
 def _ours_on_top(data: bytes, options, authentication_results: str, score: float) -> bytes:

@@ -14,32 +14,23 @@ import re
 from typing import Iterable, Optional, Tuple, Union
 
 from salmon_dkim.arc import ARCError, ARCSealer, arc_result, arrival_arc_result
-from salmon_dkim.canon import MessageFormatError, to_crlf
+from salmon_dkim.canon import MessageFormatError, remove_fields, to_crlf
 from salmon_dkim.config import Settings
 from salmon_dkim.dns import TXTResolver
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_FIELDS = (b"dkim-signature", b"domainkey-signature")
-_FIELD_START = re.compile(rb"\r\n(?![ \t])")
 
 HeaderLike = Tuple[Union[bytes, str], object]
-
-
-def _header_block(message: bytes) -> Tuple[bytes, bytes]:
-    """(header block without its final CRLF, rest from the blank line on); bytes stay as they are."""
-    if message.startswith(b"\r\n"):
-        return b"", message
-    end = message.find(b"\r\n\r\n")
-    if end < 0:
-        return message, b""
-    return message[:end], message[end:]
 
 
 def is_list_mail(message: Union[bytes, Iterable[HeaderLike]]) -> bool:
     """Whether a message carries a List-Id header field (RFC 2919): message bytes or (name, value) pairs."""
     if isinstance(message, (bytes, bytearray)):
-        head, _ = _header_block(to_crlf(bytes(message)))
+        head = to_crlf(bytes(message)).split(b"\r\n\r\n", 1)[0]
+        if head.startswith(b"\r\n"):  # no header fields at all
+            return False
         return re.search(rb"(?:^|\r\n)list-id[ \t]*:", head, re.IGNORECASE) is not None
     for name, _value in message:
         name = name if isinstance(name, bytes) else str(name).encode("ascii", "replace")
@@ -53,16 +44,7 @@ def strip_signatures(message: bytes) -> bytes:
 
     Every other byte is kept as it was (bare LF line ends become CRLF first).
     """
-    head, rest = _header_block(to_crlf(message))
-    if not head:
-        return head + rest
-    fields = _FIELD_START.split(head)
-    kept = [f for f in fields if f.split(b":", 1)[0].strip(b" \t").lower() not in SIGNATURE_FIELDS]
-    if len(kept) == len(fields):
-        return head + rest
-    if not kept:
-        return rest[2:] if rest.startswith(b"\r\n\r\n") else rest
-    return b"\r\n".join(kept) + rest
+    return remove_fields(to_crlf(message), lambda name, _value: name in SIGNATURE_FIELDS)
 
 
 def prepare_list_post(message: bytes, settings: Settings, list_domain: str, signer=None,

@@ -4,7 +4,7 @@ import random
 import pytest
 from dkim.canonicalization import Relaxed, Simple
 
-from salmon_dkim.canon import (MessageFormatError, canon_body, canon_header, compact, parse_tags,
+from salmon_dkim.canon import (MessageFormatError, canon_body, canon_header, compact, parse_tags, remove_fields,
                                select_headers, split_message, strip_b_value, to_crlf)
 
 
@@ -103,3 +103,23 @@ def test_strip_b_value_keeps_bh_and_everything_else():
 
 def test_compact_removes_folding_whitespace():
     assert compact(b"ab c\r\n\td") == b"abcd"
+
+
+@pytest.mark.parametrize("newline", [b"\r\n", b"\n"])
+def test_remove_fields_drops_folded_fields_whole_and_keeps_every_other_byte(newline):
+    data = (b"X-Drop: a" + newline + b"\tfolded" + newline + b"Subject:  keep  " + newline
+            + b"x-drop : b" + newline + newline + b"X-Drop: in the body" + newline)
+    kept = remove_fields(data, lambda name, value: name == b"x-drop")
+    assert kept == b"Subject:  keep  " + newline + newline + b"X-Drop: in the body" + newline
+
+
+def test_remove_fields_passes_the_value_with_its_folding():
+    seen = []
+    remove_fields(b"A: one\r\n two\r\n\r\n", lambda name, value: seen.append((name, value)))
+    assert seen == [(b"a", b" one\r\n two\r\n")]
+
+
+@pytest.mark.parametrize("data", [b"\r\nbody only\r\n", b"", b"No-Body: x\r\n"])
+def test_remove_fields_without_headers_or_body(data):
+    assert remove_fields(data, lambda name, value: False) == data
+    assert remove_fields(b"X: y\r\n" + data, lambda name, value: name == b"x") == data
