@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from salmon_dkim.canon import (Header, MessageFormatError, canon_body, canon_header, compact,
                                parse_tags, select_headers, split_message, strip_b_value, to_crlf)
 from salmon_dkim.config import Settings
-from salmon_dkim.dns import BudgetedResolver, DNSError, LookupLimitExceeded, NoRecord, TXTResolver
+from salmon_dkim.dns import BudgetedResolver, TXTResolver
+from salmon_dkim.keyfetch import SignatureProblem, fetch_key
 from salmon_dkim.keys import KeyRecordError, key_name, parse_key_record
 
 AAR, AMS, SEAL = b"arc-authentication-results", b"arc-message-signature", b"arc-seal"
@@ -298,16 +299,11 @@ class _KeyFetcher:
         name = key_name(selector, domain)
         if name not in self.found:
             try:
-                records = self.resolver.txt(name)
-                record = parse_key_record(records[0])
+                record, _ = fetch_key(selector, domain, self.resolver, lambda s, d, txt: parse_key_record(txt))
                 public = record.public_key()
-            except NoRecord:
-                raise ARCChainError(f"no key at {name}") from None
-            except LookupLimitExceeded:
-                raise ARCChainError(f"{name} not looked up: the per-message DNS lookup limit "
-                                    "was reached") from None
-            except DNSError as exc:
-                raise ARCTemporaryError(f"temporary DNS failure looking up {name}: {exc}") from None
+            except SignatureProblem as problem:
+                error = ARCTemporaryError if problem.result == "temperror" else ARCChainError
+                raise error(problem.reason) from None
             except KeyRecordError as exc:
                 raise ARCChainError(f"the key record at {name} is unusable: {exc}") from None
             if record.bits() < self.min_bits and record.key_type == "rsa":

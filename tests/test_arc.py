@@ -133,7 +133,7 @@ def test_seal_reporting_failure_ends_the_chain(sealer, sealed, keys_dir, resolve
 def test_missing_key_fails_with_its_name(sealer, resolver):
     other = ARCSealer("example.net", "nokey", sealer.key, "mx.example.net")
     result = arc_result(other.seal(to_crlf(message("plain.eml"))), resolver, SETTINGS)
-    assert result == ("fail", "no key at nokey._domainkey.example.net")
+    assert result == ("fail", "no key published at nokey._domainkey.example.net (NXDOMAIN or no TXT)")
 
 
 def test_chain_longer_than_max_arc_instances_fails_without_lookups(sealed, keys_dir, resolver):
