@@ -39,7 +39,7 @@ def fetch_key(selector: str, domain: str, resolver: TXTResolver,
     except LookupLimitExceeded:
         many = f"more than {lookup_limit}" if lookup_limit else "too many"
         raise SignatureProblem("permerror", f"key {name} not looked up: {many} DNS lookups for "
-                               "this message (MaxLookupsPerMessage)") from None
+                               "this message (MaxLookupsPerMessage), the per-message lookup limit") from None
     except NoRecord:
         raise SignatureProblem("permerror", f"no key published at {name} (NXDOMAIN or no TXT)") from None
     except TemporaryDNSError as exc:
