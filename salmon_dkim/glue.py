@@ -57,7 +57,7 @@ class DKIM:
         naming each, rather than mail going out unsigned later.
         """
         logging.getLogger("salmon_dkim").setLevel(settings.logging.log_level)
-        keys = KeyStore()
+        keys = KeyStore(recheck_seconds=1.0)  # a rotated key file is noticed within a second
         resolver = resolver if resolver is not None else resolver_from_settings(settings.dns)
         activity = ActivityLog(settings.logging.activity_log)
         signer = Signer(settings, keys=keys, activity=activity)

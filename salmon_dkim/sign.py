@@ -241,12 +241,10 @@ class Signer:
                  activity: Optional[ActivityLog] = None, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.signing = settings.signing
-        self.keys = keys if keys is not None else KeyStore()
+        self.keys = keys if keys is not None else KeyStore(recheck_seconds=1.0)
         self.activity = activity if activity is not None else ActivityLog(settings.logging.activity_log)
         self.clock = clock
         self.header_names = self.signing.headers or DEFAULT_HEADERS
-        self._recent: dict = {}
-        self.key_recheck_seconds = 1.0
 
     # key choice
     def choose_keys(self, author: Optional[str], sender: Optional[str] = None,
@@ -317,19 +315,11 @@ class Signer:
         domain = _address_domain(address)
         return any(entry in (address, domain, "@" + domain) for entry in self.signing.skip_senders)
 
-    def _key(self, path) -> PrivateKey:
-        # KeyStore.get stats and resolves the path (~50 us a message); once a second notices a rotation
-        now = time.monotonic()
-        seen = self._recent.get(path)
-        if seen is None or now - seen[0] >= self.key_recheck_seconds:
-            seen = self._recent[path] = (now, self.keys.get(path))
-        return seen[1]
-
     def _load(self, entry: DomainKeys) -> List[Tuple[str, PrivateKey]]:
         loaded, refused = [], []
         for selector, path in zip(entry.selectors, entry.key_files):
             try:
-                loaded.append((selector, self._key(path)))
+                loaded.append((selector, self.keys.get(path)))
             except KeyFileError as exc:
                 log.error("DKIM key %s for %s not used: %s", selector, entry.domain, exc)
                 refused.append(str(exc))

@@ -262,3 +262,15 @@ def test_zone_line_splits_at_255_and_reads_back(keys_dir, tmp_path):
     zone = tmp_path / "z.zone"
     zone.write_text(line + "\n")
     assert ZoneResolver(zone).txt("big._domainkey.example.com") == [txt.encode()]
+
+
+def test_keystore_serves_a_key_without_looking_at_the_file_within_recheck_seconds(keys_dir):
+    now = [0.0]
+    store = KeyStore(recheck_seconds=1.0, clock=lambda: now[0])
+    path = keys_dir / "example.com/s1.key"
+    first = store.get(path)
+    path.chmod(0o644)
+    assert store.get(path) is first  # within the second: the file is not looked at
+    now[0] = 1.0
+    with pytest.raises(KeyFileError, match="run chmod 600"):
+        store.get(path)

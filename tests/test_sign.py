@@ -316,7 +316,7 @@ def test_author_domain_is_read_from_each_from_form(keys_dir, author, domain):
 
 def test_rotated_key_file_is_used_once_rechecked(keys_dir):
     signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")])
-    signer.key_recheck_seconds = 0
+    signer.keys.recheck_seconds = 0
     before = signer.sign(PLAIN)
     private_copy(KEYS / "example.com.rsa4096.key", keys_dir / "example.com/s1.key")
     after = signer.sign(PLAIN)
