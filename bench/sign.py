@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from salmon_dkim.activity import ActivityLog  # noqa: E402
 from salmon_dkim.config import DomainKeys, Settings, SigningSettings  # noqa: E402
-from salmon_dkim.keys import load_private_key  # noqa: E402
-from salmon_dkim.sign import DEFAULT_HEADERS, Signer  # noqa: E402
+from salmon_dkim.core.keys import load_private_key  # noqa: E402
+from salmon_dkim.core.signer import DEFAULT_HEADERS, Signer  # noqa: E402
 
 KEYS = ROOT / "tests" / "data" / "keys"
 HEADERS = (b"From: Alice Example <alice@example.com>\r\nTo: Bob <bob@example.net>\r\n"

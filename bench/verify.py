@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/verify.py [--seconds 0.5]
 3 KB and 1 MB messages of plain prose, relaxed/relaxed, RSA-2048 and Ed25519
-signatures (signed once, by dkimpy for RSA and by salmon_dkim.sign for
+signatures (signed once, by dkimpy for RSA and by salmon_dkim.core.signer for
 Ed25519), keys from the test
 zone file.  dkimpy gets a dnsfunc returning the record, so neither side pays
 for DNS; our Verifier keeps its parsed-key cache between messages, as in a
@@ -21,10 +21,10 @@ from pathlib import Path
 import dkim
 
 from salmon_dkim.config import Settings
-from salmon_dkim.dns import ZoneResolver
-from salmon_dkim.keys import load_private_key
-from salmon_dkim.sign import dkim_sign
-from salmon_dkim.verify import Verifier
+from salmon_dkim.dns.resolver import ZoneResolver
+from salmon_dkim.core.keys import load_private_key
+from salmon_dkim.core.signer import dkim_sign
+from salmon_dkim.core.verifier import Verifier
 
 KEYS = Path(__file__).resolve().parent.parent / "tests" / "data" / "keys"
 ZONE = KEYS / "keys.zone"

@@ -54,7 +54,7 @@ def ensure_keys(ini: Path) -> None:
 def write_zone(ini: Path) -> Path:
     """dns.zone: the public half of every key in [Domains], as the DNS of this example."""
     from salmon_dkim.config import load_settings  # noqa: PLC0415
-    from salmon_dkim.keys import load_private_key, zone_line  # noqa: PLC0415
+    from salmon_dkim.core.keys import load_private_key, zone_line  # noqa: PLC0415
     settings = load_settings(ini)
     lines = ["; The DNS of the example project, written by run.py from keys/ at every start.\n"]
     for entry in settings.signing.domains.values():

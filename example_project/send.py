@@ -36,7 +36,7 @@ def sign_as_sender(data: bytes, config: str) -> bytes:
     """The message signed by its author's domain with the project's keys (its Signer, its INI)."""
     from salmon_dkim.config import load_settings  # noqa: PLC0415
     from salmon_dkim.activity import ActivityLog  # noqa: PLC0415
-    from salmon_dkim.sign import Signer  # noqa: PLC0415
+    from salmon_dkim.core.signer import Signer  # noqa: PLC0415
     result = Signer(load_settings(HERE / config), activity=ActivityLog(None)).sign(data)
     if result.unsigned_reason:
         sys.exit(f"could not sign: {result.unsigned_reason}")

@@ -221,7 +221,7 @@ class DNSServer:
 
     def resolver(self, **kwargs):
         """A LiveResolver asking this server; kwargs go to LiveResolver (timeout, cache)."""
-        from salmon_dkim.livedns import LiveResolver
+        from salmon_dkim.dns.live import LiveResolver
         return LiveResolver(nameservers=self.nameservers, port=self.port, **kwargs)
 
     def dns_settings(self, **overrides):
@@ -316,7 +316,7 @@ class BlackHole:
         return [self.host]
 
     def resolver(self, **kwargs):
-        from salmon_dkim.livedns import LiveResolver
+        from salmon_dkim.dns.live import LiveResolver
         return LiveResolver(nameservers=self.nameservers, port=self.port, **kwargs)
 
     def stop(self) -> None:

@@ -8,12 +8,12 @@ import pytest
 
 from conftest import message
 from peers import mail_dkim_arc_verify
-from salmon_dkim.arc import (ARCError, ARCSealer, arc_instance_count, arc_result, arrival_arc_result,
+from salmon_dkim.core.arc import (ARCError, ARCSealer, arc_instance_count, arc_result, arrival_arc_result,
                              sealer_from_settings)
-from salmon_dkim.canon import to_crlf
+from salmon_dkim.core.canon import to_crlf
 from salmon_dkim.config import DNSSettings, DomainKeys, ListSettings, Settings, SigningSettings
-from salmon_dkim.dns import NoRecord, ZoneResolver
-from salmon_dkim.keys import KeyStore, load_private_key
+from salmon_dkim.dns.resolver import NoRecord, ZoneResolver
+from salmon_dkim.core.keys import KeyStore, load_private_key
 
 ARRIVAL = b"Authentication-Results: mx.example.net; dkim=pass header.d=example.org header.b=abcd\r\n"
 SETTINGS = Settings()
@@ -215,8 +215,8 @@ def test_ed25519_seal_passes_our_check(keys_dir, resolver):
 # -- the chain in the Verifier's report and our Authentication-Results ----------------
 
 def test_verifier_reports_an_arriving_chain_and_the_header_says_arc_pass(sealed, resolver):
-    from salmon_dkim.authresults import authentication_results, parse
-    from salmon_dkim.verify import Verifier
+    from salmon_dkim.core.authres import authentication_results, parse
+    from salmon_dkim.core.verifier import Verifier
     report = Verifier(SETTINGS, resolver).verify(sealed)
     assert (report.arc, report.arc_reason) == ("pass", "1 ARC set verified, last sealed by example.com")
     header = authentication_results("mx.example.org", report)
@@ -224,22 +224,22 @@ def test_verifier_reports_an_arriving_chain_and_the_header_says_arc_pass(sealed,
 
 
 def test_verifier_reports_a_broken_chain_as_arc_fail_with_its_reason(sealed, resolver):
-    from salmon_dkim.authresults import authentication_results
-    from salmon_dkim.verify import Verifier
+    from salmon_dkim.core.authres import authentication_results
+    from salmon_dkim.core.verifier import Verifier
     report = Verifier(SETTINGS, resolver).verify(sealed.replace(b"noon", b"one"))
     assert report.arc == "fail"
     assert "arc=fail reason=" in authentication_results("mx.example.org", report)
 
 
 def test_verifier_leaves_arc_out_without_a_chain_or_when_switched_off(sealed, resolver):
-    from salmon_dkim.verify import Verifier
+    from salmon_dkim.core.verifier import Verifier
     assert Verifier(SETTINGS, resolver).verify(to_crlf(message("plain.eml"))).arc is None
     off = replace(SETTINGS, lists=ListSettings(arc_verify=False))
     assert Verifier(off, resolver).verify(sealed).arc is None
 
 
 def test_verifier_survives_an_arc_instance_too_long_for_int(resolver):
-    from salmon_dkim.verify import Verifier
+    from salmon_dkim.core.verifier import Verifier
     data = b"ARC-Seal: i=" + b"1" * 5000 + b"; cv=none\r\n" + to_crlf(message("plain.eml"))
     report = Verifier(SETTINGS, resolver).verify(data)
     assert report.arc == "fail" and report.internal_error is None

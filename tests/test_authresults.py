@@ -2,8 +2,8 @@
 import pytest
 from conftest import message
 
-from salmon_dkim.authresults import add_header_on_top, authentication_results, fold, parse, remove_ours
-from salmon_dkim.verify import SignatureResult, VerificationReport
+from salmon_dkim.core.authres import add_header_on_top, authentication_results, fold, parse, remove_ours
+from salmon_dkim.core.verifier import SignatureResult, VerificationReport
 
 ID = "mx.example.net"
 

@@ -6,7 +6,7 @@ import time
 
 from click.testing import CliRunner
 
-from salmon_dkim.cache import TTLCache
+from salmon_dkim.dns.cache import TTLCache
 from salmon_dkim.cli import main
 
 KEY = b"v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAuvLEcj0"

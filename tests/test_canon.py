@@ -4,7 +4,7 @@ import random
 import pytest
 from dkim.canonicalization import Relaxed, Simple
 
-from salmon_dkim.canon import (MessageFormatError, canon_body, canon_header, compact, parse_tags, remove_fields,
+from salmon_dkim.core.canon import (MessageFormatError, canon_body, canon_header, compact, parse_tags, remove_fields,
                                select_headers, split_message, strip_b_value, to_crlf)
 
 

@@ -12,8 +12,8 @@ from conftest import KEYS, private_copy
 from cryptography.hazmat.primitives import serialization
 
 from salmon_dkim.cli import main
-from salmon_dkim.dns import ZoneResolver
-from salmon_dkim.keys import load_private_key, parse_key_record, zone_line
+from salmon_dkim.dns.resolver import ZoneResolver
+from salmon_dkim.core.keys import load_private_key, parse_key_record, zone_line
 
 NAME = "s1._domainkey.example.com"
 

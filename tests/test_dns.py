@@ -1,7 +1,7 @@
 """The zone-file resolver and the per-message lookup budget."""
 import pytest
 
-from salmon_dkim.dns import (BudgetedResolver, DNSError, LookupLimitExceeded, NoRecord, NoSuchDomain,
+from salmon_dkim.dns.resolver import (BudgetedResolver, DNSError, LookupLimitExceeded, NoRecord, NoSuchDomain,
                              ZoneResolver)
 
 ZONE = """\

@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from conftest import KEYS, message
 from peers import crlf, have_mail_dkim, mail_dkim_dk_sign, mail_dkim_dk_sign_many, mail_dkim_verify_many
 
-from salmon_dkim.authresults import authentication_results, parse
+from salmon_dkim.core.authres import authentication_results, parse
 from salmon_dkim.cli import main
 from salmon_dkim.config import DNSSettings, Settings, VerificationSettings
-from salmon_dkim.domainkeys import canon_body, canon_headers
-from salmon_dkim.dns import ZoneResolver
-from salmon_dkim.keys import zone_line
-from salmon_dkim.verify import RESULT_WORDS, Verifier
+from salmon_dkim.core.domainkeys import canon_body, canon_headers
+from salmon_dkim.dns.resolver import ZoneResolver
+from salmon_dkim.core.keys import zone_line
+from salmon_dkim.core.verifier import RESULT_WORDS, Verifier
 
 pytestmark = pytest.mark.skipif(not have_mail_dkim(),
                                 reason="Mail::DKIM (libmail-dkim-perl) is not installed")

@@ -18,11 +18,11 @@ import pytest
 
 from peers import mail_dkim_arc_verify, mail_dkim_verify_many, opendkim_verify
 from salmonserver import HOST, free_port, wait_for_port
-from salmon_dkim.arc import ARCSealer
+from salmon_dkim.core.arc import ARCSealer
 from salmon_dkim.config import load_settings
-from salmon_dkim.dns import ZoneResolver
-from salmon_dkim.keys import load_private_key
-from salmon_dkim.verify import Verifier
+from salmon_dkim.dns.resolver import ZoneResolver
+from salmon_dkim.core.keys import load_private_key
+from salmon_dkim.core.verifier import Verifier
 
 PROJECT = Path(__file__).resolve().parent.parent / "example_project"
 STATE = ("keys", "dns.zone", "maildir", "sink", "lists", "run", "*.log", "*.jsonl", "__pycache__")

@@ -10,13 +10,13 @@ from conftest import message
 from salmonserver import ZONE, SMTPSink, install_keys, write_ini
 from salmon import mail
 from salmon.server import SMTPError
-from salmon_dkim import glue
+from salmon_dkim.salmon import context as glue
 from salmon_dkim.config import ConfigError, load_settings
-from salmon_dkim.decorators import dkim_sign
-from salmon_dkim.dns import ZoneResolver
-from salmon_dkim.relay import SigningRelay
-from salmon_dkim.sign import SigningError
-from salmon_dkim.verify import Verifier
+from salmon_dkim.salmon.decorators import dkim_sign
+from salmon_dkim.dns.resolver import ZoneResolver
+from salmon_dkim.salmon.relay import SigningRelay
+from salmon_dkim.core.signer import SigningError
+from salmon_dkim.core.verifier import Verifier
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_relay_sends_a_final_message_unsigned_and_unchanged_when_asked(tmp_path)
 
 def test_relay_signs_again_when_data_changed_after_dkim_sign(tmp_path):
     """replace_data (or message.Data = ...) after @dkim_sign: the stale signature must not go out alone."""
-    from salmon_dkim.decorators import replace_data
+    from salmon_dkim.salmon.decorators import replace_data
 
     install_keys(tmp_path / "keys")
     dkim = glue.DKIM.from_config(write_ini(tmp_path / "main.ini", tmp_path))
@@ -256,7 +256,7 @@ def dkim_domains(dkim, data: bytes):
 
 
 def test_relay_recognises_list_mail_by_list_id_strips_signs_as_the_list_and_seals(tmp_path):
-    from salmon_dkim.arc import arc_result
+    from salmon_dkim.core.arc import arc_result
     dkim = list_relay_context(tmp_path, "ARCSeal = Yes")
     with SMTPSink(tmp_path / "sink") as sink:
         dkim.relay("127.0.0.1", sink.port).deliver(signed_post(dkim), To="member@remote.example",

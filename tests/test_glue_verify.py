@@ -11,11 +11,12 @@ from conftest import KEYS, message
 from salmon import mail
 from salmon.routing import Router, route, salmon_setting, stateless
 from salmon.server import SMTPError
-from salmon_dkim import authresults, glue
+from salmon_dkim.core import authres as authresults
+from salmon_dkim.salmon import context as glue
 from salmon_dkim.activity import ActivityLog
 from salmon_dkim.config import load_settings
-from salmon_dkim.decorators import dkim_sign, dkim_verify
-from salmon_dkim.sign import Signer
+from salmon_dkim.salmon.decorators import dkim_sign, dkim_verify
+from salmon_dkim.core.signer import Signer
 
 
 @pytest.fixture(scope="module")

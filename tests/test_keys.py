@@ -7,8 +7,8 @@ from conftest import KEYS, private_copy
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from salmon_dkim.dns import ZoneResolver
-from salmon_dkim.keys import (KeyFileError, KeyRecordError, KeyStore, PrivateKey, key_name, load_private_key,
+from salmon_dkim.dns.resolver import ZoneResolver
+from salmon_dkim.core.keys import (KeyFileError, KeyRecordError, KeyStore, PrivateKey, key_name, load_private_key,
                               parse_key_record, zone_line)
 
 ED1_P = "rn64IfN/AfUH6ABRKqES1lq2+m+GpNG+90Go+K9F4Hk="

@@ -6,14 +6,14 @@ import pytest
 
 from conftest import message
 from peers import mail_dkim_arc_verify, mail_dkim_verify
-from salmon_dkim.arc import ARCSealer, arc_result
-from salmon_dkim.canon import to_crlf
+from salmon_dkim.core.arc import ARCSealer, arc_result
+from salmon_dkim.core.canon import to_crlf
 from salmon_dkim.config import DomainKeys, ListSettings, LoggingSettings, Settings, SigningSettings
-from salmon_dkim.dns import ZoneResolver
-from salmon_dkim.keys import load_private_key
-from salmon_dkim.listmail import is_list_mail, prepare_list_post, strip_signatures
-from salmon_dkim.sign import Signer, dkim_sign
-from salmon_dkim.verify import Verifier
+from salmon_dkim.dns.resolver import ZoneResolver
+from salmon_dkim.core.keys import load_private_key
+from salmon_dkim.core.listmail import is_list_mail, prepare_list_post, strip_signatures
+from salmon_dkim.core.signer import Signer, dkim_sign
+from salmon_dkim.core.verifier import Verifier
 
 FOLDED_SIGNATURE = (b"DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=s2048;\r\n"
                     b"\tbh=abc=; h=from:to;\r\n b=AAAA\r\n")

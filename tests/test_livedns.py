@@ -6,9 +6,9 @@ import pytest
 
 from dnsserver import (LONG, LONG_TEXT, MISSING, MULTI, NO_TXT, PLAIN, REFUSED, SERVFAIL, SOA_MISSING,
                        SOA_NEGATIVE_TTL, BlackHole)
-from salmon_dkim.cache import TTLCache
-from salmon_dkim.dns import NoSuchDomain, NoRecord, TemporaryDNSError, ZoneResolver
-from salmon_dkim.livedns import LiveResolver, negative_ttl
+from salmon_dkim.dns.cache import TTLCache
+from salmon_dkim.dns.resolver import NoSuchDomain, NoRecord, TemporaryDNSError, ZoneResolver
+from salmon_dkim.dns.live import LiveResolver, negative_ttl
 
 
 class Clock:

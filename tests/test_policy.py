@@ -4,8 +4,8 @@ import ipaddress
 import pytest
 
 from salmon_dkim.config import Settings, VerificationSettings
-from salmon_dkim.policy import Session, decide, exempt
-from salmon_dkim.verify import SignatureResult, VerificationReport
+from salmon_dkim.core.policy import Session, decide, exempt
+from salmon_dkim.core.verifier import SignatureResult, VerificationReport
 
 MX = Session(peer_ip="203.0.113.5", helo="mail.example.com")
 
@@ -172,7 +172,7 @@ def test_adsp_temperror_is_451_not_550():
 
 
 def test_author_signature_temperror_is_adsp_temperror_and_never_550_beside_another_pass():
-    from salmon_dkim.adsp import evaluate
+    from salmon_dkim.core.adsp import evaluate
 
     class AllResolver:
         def txt(self, name):

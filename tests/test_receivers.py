@@ -6,7 +6,7 @@ import pytest
 
 from conftest import message
 from salmonserver import HOST
-from salmon_dkim.receivers import unstuff
+from salmon_dkim.salmon.receivers import unstuff
 
 DOTS = (b"From: alice@example.com\r\nTo: bob@example.net\r\nSubject: dots\r\n\r\n"
         b".one leading dot\r\n..two leading dots\r\n.\r\n...\r\nend. \r\n \t trailing space \r\n"
@@ -137,7 +137,7 @@ def test_unstuff_follows_rfc_5321_section_4_5_2():
 
 def test_receivers_serve_salmon_receivers_too_in_one_thread():
     from salmon.server import SMTPReceiver as SalmonSMTPReceiver
-    from salmon_dkim.receivers import Receivers, SMTPReceiver
+    from salmon_dkim.salmon.receivers import Receivers, SMTPReceiver
 
     ours = SMTPReceiver("127.0.0.1", 0)
     stock = SalmonSMTPReceiver("127.0.0.1", 0)
@@ -160,7 +160,7 @@ def test_the_host_name_is_looked_up_once_per_process_not_per_connection(monkeypa
 
     from salmon._vendor import smtpd
 
-    import salmon_dkim.receivers  # noqa: F401  (installs the lookup-once socket view)
+    import salmon_dkim.salmon.receivers  # noqa: F401  (installs the lookup-once socket view)
     calls = []
     monkeypatch.setattr(type(smtpd.socket), "_fqdn", None)
     monkeypatch.setattr(socket, "getfqdn", lambda name="": calls.append(name) or "mx.example.net")
@@ -169,7 +169,7 @@ def test_the_host_name_is_looked_up_once_per_process_not_per_connection(monkeypa
 
 
 def test_lmtp_unix_socket_left_by_a_stopped_server_is_replaced_a_live_one_is_not(tmp_path):
-    from salmon_dkim.receivers import LMTPReceiver
+    from salmon_dkim.salmon.receivers import LMTPReceiver
 
     path = str(tmp_path / "lmtp.sock")
     LMTPReceiver(socket=path).close()  # stopped: the socket file stays behind
@@ -192,7 +192,7 @@ def test_a_reply_text_with_8bit_characters_is_sent_as_one_ascii_line(app):
 
 
 def test_lmtp_refuses_too_much_data_once_per_recipient():
-    from salmon_dkim.receivers import LMTPReceiver
+    from salmon_dkim.salmon.receivers import LMTPReceiver
 
     small = LMTPReceiver("127.0.0.1", 0, data_size_limit=100)
     try:

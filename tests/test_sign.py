@@ -10,10 +10,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from peers import have_opendkim, opendkim_results
 
 from salmon_dkim.activity import ActivityLog, read_activity
-from salmon_dkim.canon import parse_tags, split_message
+from salmon_dkim.core.canon import parse_tags, split_message
 from salmon_dkim.config import DomainKeys, Settings, SigningSettings
-from salmon_dkim.keys import KeyStore, PrivateKey, load_private_key
-from salmon_dkim.sign import SigningError, Signer, dkim_sign
+from salmon_dkim.core.keys import KeyStore, PrivateKey, load_private_key
+from salmon_dkim.core.signer import SigningError, Signer, dkim_sign
 
 ZONE = KEYS / "keys.zone"
 NOW = int(time.time()) - 60  # near now: peers refuse signatures from the future
@@ -324,7 +324,7 @@ def test_rotated_key_file_is_used_once_rechecked(keys_dir):
 
 
 def test_h_list_memo_does_not_keep_messages_with_very_many_fields():
-    from salmon_dkim.sign import _h_list, signed_names
+    from salmon_dkim.core.signer import _h_list, signed_names
     fields = [(b"Received", b" x\r\n")] * 5000 + [(b"From", b" a@example.com\r\n")]
     before = _h_list.cache_info().currsize
     assert signed_names(fields, ("from", "received")) == ("from", "from") + ("received",) * 5000

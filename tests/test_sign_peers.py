@@ -12,9 +12,9 @@ from peers import (have_mail_dkim, have_opendkim, mail_dkim_sign, mail_dkim_veri
                    opendkim_sign)
 
 from salmon_dkim.activity import ActivityLog
-from salmon_dkim.canon import to_crlf
+from salmon_dkim.core.canon import to_crlf
 from salmon_dkim.config import DomainKeys, Settings, SigningSettings
-from salmon_dkim.sign import DEFAULT_HEADERS, Signer
+from salmon_dkim.core.signer import DEFAULT_HEADERS, Signer
 
 pytestmark = [pytest.mark.skipif(not have_mail_dkim(), reason="libmail-dkim-perl not installed"),
               pytest.mark.skipif(not have_opendkim(), reason="opendkim not installed")]

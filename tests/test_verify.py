@@ -14,9 +14,9 @@ from conftest import KEYS, message
 from peers import crlf, have_mail_dkim
 
 from salmon_dkim.config import DNSSettings, Settings, VerificationSettings
-from salmon_dkim.dns import ZoneResolver
-from salmon_dkim.keys import zone_line
-from salmon_dkim.verify import RESULT_WORDS, Verifier
+from salmon_dkim.dns.resolver import ZoneResolver
+from salmon_dkim.core.keys import zone_line
+from salmon_dkim.core.verifier import RESULT_WORDS, Verifier
 
 pytestmark = pytest.mark.skipif(not have_mail_dkim(),
                                 reason="Mail::DKIM (libmail-dkim-perl) is not installed")
@@ -415,7 +415,7 @@ def test_adsp_result(signed, adsp_zone, data_name, author, word):
 
 
 def test_adsp_nxdomain_goes_into_authentication_results(adsp_zone):
-    from salmon_dkim.authresults import authentication_results, parse
+    from salmon_dkim.core.authres import authentication_results, parse
     report = verify(_from(PLAIN, b"example.info"), adsp_zone, adsp=True)
     results = parse(authentication_results("mx.example.org", report)).results
     assert [(r.method, r.result) for r in results] == [("dkim", "none"), ("dkim-adsp", "nxdomain")]

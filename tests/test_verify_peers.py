@@ -10,8 +10,8 @@ from peers import (crlf, have_mail_dkim, have_opendkim, mail_dkim_sign, mail_dki
                    opendkim_results, opendkim_sign)
 
 from salmon_dkim.config import Settings
-from salmon_dkim.dns import ZoneResolver
-from salmon_dkim.verify import Verifier
+from salmon_dkim.dns.resolver import ZoneResolver
+from salmon_dkim.core.verifier import Verifier
 
 ZONE = KEYS / "keys.zone"
 MESSAGE_NAMES = sorted(p.name for p in MESSAGES.glob("*.eml"))

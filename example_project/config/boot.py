@@ -5,8 +5,8 @@ import warnings
 from salmon import queue
 from salmon.routing import Router
 
-from salmon_dkim import glue
-from salmon_dkim.receivers import Receivers, SMTPReceiver
+from salmon_dkim.salmon import context as glue
+from salmon_dkim.salmon.receivers import Receivers, SMTPReceiver
 
 from . import settings
 

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import click
 
-from salmon_dkim.cache import SnapshotError, read_snapshot, snapshot_entries, write_snapshot
+from salmon_dkim.dns.cache import SnapshotError, read_snapshot, snapshot_entries, write_snapshot
 from salmon_dkim.cli import main
 from salmon_dkim.cli.common import settings_or_stop, stop
 from salmon_dkim.config import Settings

@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from salmon_dkim.cli import main
 from salmon_dkim.cli.common import settings_or_stop, stop
-from salmon_dkim.dns import DNSError, NoRecord, TemporaryDNSError, TXTResolver, ZoneResolver
-from salmon_dkim.keys import (MIN_RSA_BITS, KeyFileError, KeyRecordError, PrivateKey, key_name,
+from salmon_dkim.dns.resolver import DNSError, NoRecord, TemporaryDNSError, TXTResolver, ZoneResolver
+from salmon_dkim.core.keys import (MIN_RSA_BITS, KeyFileError, KeyRecordError, PrivateKey, key_name,
                               load_private_key, parse_key_record, zone_line)
 
 RSA_SIZES = (1024, 2048, 3072, 4096)
@@ -155,7 +155,7 @@ def _resolver(zone, dns_settings) -> TXTResolver:
             return ZoneResolver(zone)
         except DNSError as exc:
             stop(2, f"error: {exc}")
-    from salmon_dkim.dns import resolver_from_settings  # noqa: PLC0415 (live DNS only when asked for)
+    from salmon_dkim.dns.resolver import resolver_from_settings  # noqa: PLC0415 (live DNS only when asked for)
     # A check must see what DNS serves now, not what an earlier lookup cached.
     return resolver_from_settings(dataclasses.replace(dns_settings, cache_size=0, cache_file=None))
 

@@ -20,8 +20,8 @@ from salmon_dkim.activity import ActivityLog, read_activity
 from salmon_dkim.cli import main
 from salmon_dkim.cli.common import read_message, settings_or_stop, stop
 from salmon_dkim.config import DomainKeys, Settings
-from salmon_dkim.keys import KeyStore
-from salmon_dkim.sign import Signer, SigningError
+from salmon_dkim.core.keys import KeyStore
+from salmon_dkim.core.signer import Signer, SigningError
 
 EVENTS = ("sign", "unsigned", "verify", "skip-verify")
 COLUMN_LIMITS = {"message-id": 40}

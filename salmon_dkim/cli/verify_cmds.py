@@ -13,8 +13,8 @@ import click
 
 from salmon_dkim.cli import main
 from salmon_dkim.cli.common import read_message, settings_or_stop, stop
-from salmon_dkim.dns import DNSError, resolver_from_settings
-from salmon_dkim.verify import VerificationReport, Verifier
+from salmon_dkim.dns.resolver import DNSError, resolver_from_settings
+from salmon_dkim.core.verifier import VerificationReport, Verifier
 
 
 PREFIX = "salmon-dkim verify: "

@@ -12,7 +12,7 @@ from salmon.server import SMTPError
 
 from app.listeners import listener
 from config import settings
-from salmon_dkim.decorators import dkim_verify, message_bytes
+from salmon_dkim.salmon.decorators import dkim_verify, message_bytes
 
 log = logging.getLogger("example.inbound")
 OURS = "|".join(re.escape(d) for d in (settings.mail_domain, settings.list_domain))

@@ -6,7 +6,7 @@
 
 A post gets "[LIST]" in its subject and List-* fields, which breaks the
 author's DKIM signature.  ``[DomainKeys]`` in config/salmon_dkim.ini says
-what happens then (salmon_dkim.listmail.prepare_list_post): the author's
+what happens then (salmon_dkim.core.listmail.prepare_list_post): the author's
 signatures are stripped, the post is signed as lists.example.com and
 ARC-sealed with what our Authentication-Results said on arrival.
 """
@@ -21,10 +21,10 @@ from salmon.server import SMTPError
 from app.listeners import listener
 from app.model.members import Members
 from config import settings
-from salmon_dkim import glue
-from salmon_dkim.arc import arc_result, arrival_arc_result, sealer_from_settings
-from salmon_dkim.decorators import dkim_verify, message_bytes
-from salmon_dkim.listmail import prepare_list_post
+from salmon_dkim.salmon import context as glue
+from salmon_dkim.core.arc import arc_result, arrival_arc_result, sealer_from_settings
+from salmon_dkim.salmon.decorators import dkim_verify, message_bytes
+from salmon_dkim.core.listmail import prepare_list_post
 
 log = logging.getLogger("example.mailinglist")
 LIST_NAME = "[a-z0-9][a-z0-9_.]*"  # no "-": LIST-subscribe is never taken for a post

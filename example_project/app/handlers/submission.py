@@ -5,7 +5,7 @@ from salmon.routing import route, stateless
 
 from app.listeners import listener
 from config import settings
-from salmon_dkim.decorators import dkim_sign
+from salmon_dkim.salmon.decorators import dkim_sign
 
 log = logging.getLogger("example.submission")
 

@@ -5,9 +5,9 @@ import os
 from salmon import queue
 from salmon.routing import Router
 
-from salmon_dkim import glue
+from salmon_dkim.salmon import context as glue
 from salmon_dkim.config import load_settings
-from salmon_dkim.receivers import LMTPReceiver, Receivers, SMTPReceiver
+from salmon_dkim.salmon.receivers import LMTPReceiver, Receivers, SMTPReceiver
 
 from . import settings
 

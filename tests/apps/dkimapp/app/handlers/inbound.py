@@ -2,7 +2,7 @@
 from salmon.routing import route, stateless
 
 from config import settings
-from salmon_dkim.decorators import dkim_verify
+from salmon_dkim.salmon.decorators import dkim_verify
 
 from .spool import record
 

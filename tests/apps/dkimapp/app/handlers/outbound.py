@@ -3,7 +3,7 @@ from salmon.routing import route, stateless
 from salmon.server import SMTPError
 
 from config import settings
-from salmon_dkim.decorators import dkim_sign
+from salmon_dkim.salmon.decorators import dkim_sign
 
 
 def _authenticated_only(message):

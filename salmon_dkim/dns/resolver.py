@@ -98,5 +98,5 @@ def resolver_from_settings(settings, zone_file: Optional[str] = None) -> TXTReso
     path = zone_file or settings.zone_file
     if path:
         return ZoneResolver(path)
-    from salmon_dkim.livedns import LiveResolver  # noqa: PLC0415 (live DNS only when asked for)
+    from salmon_dkim.dns.live import LiveResolver  # noqa: PLC0415 (live DNS only when asked for)
     return LiveResolver.from_settings(settings)

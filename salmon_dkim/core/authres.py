@@ -21,8 +21,8 @@ import authres.dkim_b
 from authres.core import AuthenticationResult, AuthenticationResultProperty
 from authres.dkim_adsp import DKIMADSPAuthenticationResult
 
-from salmon_dkim.canon import remove_fields
-from salmon_dkim.verify import VerificationReport
+from salmon_dkim.core.canon import remove_fields
+from salmon_dkim.core.verifier import VerificationReport
 
 MAX_LINE = 78
 _REASON_LIMIT = 120

@@ -22,10 +22,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, utils
 
 from salmon_dkim.activity import ActivityLog
-from salmon_dkim.canon import (Header, MessageFormatError, canon_body, canon_header, select_headers,
+from salmon_dkim.core.canon import (Header, MessageFormatError, canon_body, canon_header, select_headers,
                                split_message, to_crlf)
 from salmon_dkim.config import DomainKeys, Settings
-from salmon_dkim.keys import KeyFileError, KeyStore, PrivateKey
+from salmon_dkim.core.keys import KeyFileError, KeyStore, PrivateKey
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Optional
 
-from salmon_dkim.verify import VerificationReport
+from salmon_dkim.core.verifier import VerificationReport
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Verify every DKIM-Signature of a message as received (RFC 6376 section 6).
 
-Our own verifier over ``salmon_dkim.canon`` with OpenSSL (through
+Our own verifier over ``salmon_dkim.core.canon`` with OpenSSL (through
 ``cryptography``) for RSA and Ed25519 (RFC 8463), because dkimpy is slow and
 lets through what RFC 8301 and the key tags forbid.  Each signature gets an
 RFC 8601 result word and a reason a person can act on.  Nothing in a message
@@ -14,7 +14,7 @@ Where RFC 6376 leaves the choice to the verifier:
 - a ``b=`` whose length is not the key's size is ``fail`` (a good key, a
   signature that cannot verify with it);
 - an expired ``x=`` is ``permerror``; ``x=`` not after ``t=`` is ``neutral``;
-- DomainKey-Signature (RFC 4870) headers are verified by ``salmon_dkim.domainkeys``,
+- DomainKey-Signature (RFC 4870) headers are verified by ``salmon_dkim.core.domainkeys``,
   within MaxSignatures and the message's DNS budget; ADSP counts only DKIM passes.
 """
 from __future__ import annotations
@@ -34,14 +34,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
-from salmon_dkim import adsp as adsp_check
-from salmon_dkim.arc import arc_result
-from salmon_dkim.canon import (Header, MessageFormatError, canon_body, canon_header,
+from salmon_dkim.core import adsp as adsp_check
+from salmon_dkim.core.arc import arc_result
+from salmon_dkim.core.canon import (Header, MessageFormatError, canon_body, canon_header,
                                parse_tags, select_headers, split_message, strip_b_value, to_crlf)
-from salmon_dkim.domainkeys import verify_domainkeys
-from salmon_dkim.dns import BudgetedResolver, TXTResolver
-from salmon_dkim.keyfetch import DOMAIN, SignatureProblem, fetch_key
-from salmon_dkim.keys import KeyRecord, KeyRecordError, key_name, parse_key_record
+from salmon_dkim.core.domainkeys import verify_domainkeys
+from salmon_dkim.dns.resolver import BudgetedResolver, TXTResolver
+from salmon_dkim.core.keyfetch import DOMAIN, SignatureProblem, fetch_key
+from salmon_dkim.core.keys import KeyRecord, KeyRecordError, key_name, parse_key_record
 
 log = logging.getLogger(__name__)
 

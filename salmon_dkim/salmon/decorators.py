@@ -21,9 +21,9 @@ Handlers also find here the attributes the decorators set: ``message.dkim``
 ``message.dkim_signed`` (SignResult); and ``message_bytes(message)``, the
 bytes to store or pass on.
 
-Bare decorators use the context installed at boot (:func:`salmon_dkim.glue.install`),
+Bare decorators use the context installed at boot (:func:`salmon_dkim.salmon.context.install`),
 looked up when a message arrives.  ``message.session`` comes from
-:mod:`salmon_dkim.receivers`; with Salmon's stock receivers it is worked out
+:mod:`salmon_dkim.salmon.receivers`; with Salmon's stock receivers it is worked out
 from the peer address.
 
 Salmon turns any exception but SMTPError into "250 OK" and the undeliverable
@@ -41,15 +41,16 @@ from typing import Optional
 
 from salmon.server import SMTPError
 
-from salmon_dkim import authresults, receivers
-from salmon_dkim.canon import remove_fields
-from salmon_dkim.policy import Outcome, Session, decide, exempt, in_networks
-from salmon_dkim.receivers import message_bytes, replace_data
+from salmon_dkim.core import authres as authresults
+from salmon_dkim.salmon import receivers
+from salmon_dkim.core.canon import remove_fields
+from salmon_dkim.core.policy import Outcome, Session, decide, exempt, in_networks
+from salmon_dkim.salmon.receivers import message_bytes, replace_data
 
 __all__ = ["dkim_verify", "dkim_sign", "apply_verification", "apply_signing",
            "message_bytes", "replace_data", "session_of"]  # message_bytes, replace_data: from receivers
 
-LOG = logging.getLogger("salmon_dkim.decorators")
+LOG = logging.getLogger("salmon_dkim.salmon.decorators")
 
 TEMPFAIL_TEXT = "4.3.0 DKIM processing failed; try again later"
 
@@ -72,7 +73,7 @@ def session_of(message, settings) -> Session:
 def _context(explicit):
     if explicit is not None:
         return explicit
-    from salmon_dkim import glue  # noqa: PLC0415 (glue imports the relay, which imports us)
+    from salmon_dkim.salmon import context as glue  # noqa: PLC0415 (glue imports the relay, which imports us)
     return glue.current()
 
 
@@ -228,7 +229,7 @@ def dkim_sign(func=None, context=None):
     """Goes below @route/@stateless, above the handler: sign the received bytes as they are.
 
     ``@dkim_sign``, ``@dkim_sign()`` or ``@dkim_sign(context)``.  Relay the
-    message with a :class:`salmon_dkim.relay.SigningRelay`, which sends
+    message with a :class:`salmon_dkim.salmon.relay.SigningRelay`, which sends
     ``message.Data`` unchanged (Salmon's Relay would re-serialise it).  A
     handler that changes the message should not use it: the SigningRelay
     alone signs after the last change.

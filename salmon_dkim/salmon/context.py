@@ -3,7 +3,7 @@
 In ``config/boot.py``::
 
     from salmon_dkim import glue
-    from salmon_dkim.receivers import LMTPReceiver, Receivers, SMTPReceiver
+    from salmon_dkim.salmon.receivers import LMTPReceiver, Receivers, SMTPReceiver
 
     dkim = glue.install("config/salmon_dkim.ini")       # before Router.load(...)
     settings.relay = dkim.relay(host="smarthost.example.net", port=25)
@@ -28,10 +28,10 @@ from typing import Optional, Union
 
 from salmon_dkim.activity import ActivityLog
 from salmon_dkim.config import ConfigError, Settings, load_settings
-from salmon_dkim.dns import TXTResolver, resolver_from_settings
-from salmon_dkim.keys import KeyStore
-from salmon_dkim.sign import Signer
-from salmon_dkim.verify import Verifier
+from salmon_dkim.dns.resolver import TXTResolver, resolver_from_settings
+from salmon_dkim.core.keys import KeyStore
+from salmon_dkim.core.signer import Signer
+from salmon_dkim.core.verifier import Verifier
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -82,7 +82,7 @@ class DKIM:
 
     def relay(self, host: str = "127.0.0.1", port: int = 25, **kwargs):
         """A SigningRelay using this context's Signer (``salmon.server.Relay`` arguments)."""
-        from salmon_dkim.relay import SigningRelay  # noqa: PLC0415 (core users need no Salmon)
+        from salmon_dkim.salmon.relay import SigningRelay  # noqa: PLC0415 (core users need no Salmon)
         kwargs.setdefault("resolver", self.resolver)
         return SigningRelay(host, port, signer=self.signer, **kwargs)
 
@@ -107,6 +107,6 @@ def installed() -> Optional[DKIM]:
 def current() -> DKIM:
     """The installed context; a clear error when config/boot.py did not install one."""
     if _installed is None:
-        raise RuntimeError("salmon-dkim has no context: call salmon_dkim.glue.install(\"salmon_dkim.ini\") "
+        raise RuntimeError("salmon-dkim has no context: call salmon_dkim.salmon.context.install(\"salmon_dkim.ini\") "
                            "in config/boot.py before Router.load(), or pass one: @dkim_verify(context)")
     return _installed

@@ -7,7 +7,7 @@ Drop-in replacements for ``salmon.server.SMTPReceiver`` and ``LMTPReceiver``:
   channel joins lines with LF; its LMTP channel compares ``text[0] == b'.'``,
   never true in Python 3, so stuffed lines stay doubled.)  A DKIM signature
   covers those bytes, so nothing else will do.
-- ``message.session`` is a :class:`salmon_dkim.policy.Session`: peer IP,
+- ``message.session`` is a :class:`salmon_dkim.core.policy.Session`: peer IP,
   HELO/EHLO/LHLO name, the listener's role (``"mx"`` or ``"submission"``) and
   whether the session counts as authenticated (see :func:`authenticated`).
 - A handler that raises :class:`RejectAndClose` (``@dkim_verify`` does, when
@@ -27,7 +27,7 @@ the parsed message in step for the decorators and the relay.
 
 Authentication needs ``[Verification]`` settings (AuthenticatedPeers,
 AuthenticatedHeader, TrustedIPs): pass ``settings=`` or let the receiver use
-the context installed by :func:`salmon_dkim.glue.install`.
+the context installed by :func:`salmon_dkim.salmon.context.install`.
 """
 from __future__ import annotations
 
@@ -43,10 +43,10 @@ from salmon import encoding, mail, routing
 from salmon import server as salmon_server
 from salmon._vendor import asyncore, smtpd
 
-from salmon_dkim.canon import to_crlf
-from salmon_dkim.policy import Session, in_networks
+from salmon_dkim.core.canon import to_crlf
+from salmon_dkim.core.policy import Session, in_networks
 
-LOG = logging.getLogger("salmon_dkim.receivers")
+LOG = logging.getLogger("salmon_dkim.salmon.receivers")
 
 ROLES = ("mx", "submission")
 
@@ -147,7 +147,7 @@ def authenticated(peer_ip: Optional[str], role: str, data: bytes, verification=N
 
 def _verification_settings(settings):
     if settings is None:
-        from salmon_dkim import glue  # noqa: PLC0415 (glue imports this module)
+        from salmon_dkim.salmon import context as glue  # noqa: PLC0415 (glue imports this module)
         context = glue.installed()
         settings = context.settings if context is not None else None
     return getattr(settings, "verification", settings)

@@ -4,7 +4,7 @@ An ARC set is three header fields with the same instance ``i=``: the
 ARC-Authentication-Results (what this hop saw on arrival), the
 ARC-Message-Signature (a DKIM-like signature over the message as sent) and
 the ARC-Seal (a signature over every ARC set so far).  Built on
-``salmon_dkim.canon`` and ``cryptography``; keys come from the zone or DNS
+``salmon_dkim.core.canon`` and ``cryptography``; keys come from the zone or DNS
 through a ``TXTResolver``, at most ``[DNS] MaxLookupsPerMessage`` per message.
 """
 from __future__ import annotations
@@ -20,12 +20,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
-from salmon_dkim.canon import (Header, MessageFormatError, canon_body, canon_header, compact,
+from salmon_dkim.core.canon import (Header, MessageFormatError, canon_body, canon_header, compact,
                                parse_tags, select_headers, split_message, strip_b_value, to_crlf)
 from salmon_dkim.config import Settings
-from salmon_dkim.dns import BudgetedResolver, TXTResolver
-from salmon_dkim.keyfetch import SignatureProblem, fetch_key
-from salmon_dkim.keys import KeyRecordError, key_name, parse_key_record
+from salmon_dkim.dns.resolver import BudgetedResolver, TXTResolver
+from salmon_dkim.core.keyfetch import SignatureProblem, fetch_key
+from salmon_dkim.core.keys import KeyRecordError, key_name, parse_key_record
 
 AAR, AMS, SEAL = b"arc-authentication-results", b"arc-message-signature", b"arc-seal"
 ARC_FIELDS = (AAR, AMS, SEAL)

@@ -33,10 +33,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from salmon_dkim.canon import Header, parse_tags
-from salmon_dkim.dns import TXTResolver
-from salmon_dkim.keyfetch import DOMAIN, SignatureProblem, fetch_key
-from salmon_dkim.keys import KeyRecord, key_name, parse_key_record
+from salmon_dkim.core.canon import Header, parse_tags
+from salmon_dkim.dns.resolver import TXTResolver
+from salmon_dkim.core.keyfetch import DOMAIN, SignatureProblem, fetch_key
+from salmon_dkim.core.keys import KeyRecord, key_name, parse_key_record
 
 ALGORITHM = "rsa-sha1"
 CANONICALIZATIONS = ("simple", "nofws")

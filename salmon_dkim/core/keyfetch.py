@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from typing import Callable, Optional, Tuple
 
-from salmon_dkim.dns import DNSError, LookupLimitExceeded, NoRecord, TemporaryDNSError, TXTResolver
-from salmon_dkim.keys import KeyRecord, KeyRecordError, key_name
+from salmon_dkim.dns.resolver import DNSError, LookupLimitExceeded, NoRecord, TemporaryDNSError, TXTResolver
+from salmon_dkim.core.keys import KeyRecord, KeyRecordError, key_name
 
 DOMAIN = re.compile(r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
                     r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*")

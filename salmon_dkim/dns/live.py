@@ -14,8 +14,8 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 
-from salmon_dkim.cache import TTLCache
-from salmon_dkim.dns import NoRecord, NoSuchDomain, TemporaryDNSError
+from salmon_dkim.dns.cache import TTLCache
+from salmon_dkim.dns.resolver import NoRecord, NoSuchDomain, TemporaryDNSError
 
 # Large enough for a 4096-bit key over UDP, small enough not to fragment (DNS flag day 2020).
 EDNS_PAYLOAD = 1232

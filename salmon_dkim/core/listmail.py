@@ -13,10 +13,10 @@ import logging
 import re
 from typing import Iterable, Optional, Tuple, Union
 
-from salmon_dkim.arc import ARCError, ARCSealer, arc_result, arrival_arc_result
-from salmon_dkim.canon import MessageFormatError, remove_fields, to_crlf
+from salmon_dkim.core.arc import ARCError, ARCSealer, arc_result, arrival_arc_result
+from salmon_dkim.core.canon import MessageFormatError, remove_fields, to_crlf
 from salmon_dkim.config import Settings
-from salmon_dkim.dns import TXTResolver
+from salmon_dkim.dns.resolver import TXTResolver
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def prepare_list_post(message: bytes, settings: Settings, list_domain: str, sign
                       arrival_cv: Optional[str] = None) -> bytes:
     """The post as the list sends it: stripped, signed as ``list_domain``, sealed, as ``settings.lists`` says.
 
-    ``signer`` is a :class:`salmon_dkim.sign.Signer`; ``sealer`` an :class:`ARCSealer` for the
+    ``signer`` is a :class:`salmon_dkim.core.signer.Signer`; ``sealer`` an :class:`ARCSealer` for the
     list's domain.  The seal's cv= is ``arrival_cv`` when given, else the arc= result our
     Authentication-Results recorded on arrival, else the chain checked now through ``resolver``.
     Apply the list's own changes (subject tag, footer, List-* fields) before calling this, and

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Tuple
 
-from salmon_dkim.canon import parse_tags
-from salmon_dkim.dns import DNSError, LookupLimitExceeded, NoRecord, NoSuchDomain, TemporaryDNSError, TXTResolver
+from salmon_dkim.core.canon import parse_tags
+from salmon_dkim.dns.resolver import DNSError, LookupLimitExceeded, NoRecord, NoSuchDomain, TemporaryDNSError, TXTResolver
 
 PRACTICES = ("unknown", "all", "discardable")
 

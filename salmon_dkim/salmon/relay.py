@@ -43,13 +43,13 @@ from typing import Optional
 from salmon import mail
 from salmon.server import Relay, SMTPError
 
-from salmon_dkim.arc import sealer_from_settings
-from salmon_dkim.canon import to_crlf
-from salmon_dkim.listmail import is_list_mail, prepare_list_post
-from salmon_dkim.receivers import headers_changed, message_bytes
-from salmon_dkim.sign import SigningError
+from salmon_dkim.core.arc import sealer_from_settings
+from salmon_dkim.core.canon import to_crlf
+from salmon_dkim.core.listmail import is_list_mail, prepare_list_post
+from salmon_dkim.salmon.receivers import headers_changed, message_bytes
+from salmon_dkim.core.signer import SigningError
 
-LOG = logging.getLogger("salmon_dkim.relay")
+LOG = logging.getLogger("salmon_dkim.salmon.relay")
 
 
 class SigningFailed(SigningError, SMTPError):
@@ -109,7 +109,7 @@ class SigningRelay(Relay):
     def signer(self):
         if self._signer is not None:
             return self._signer
-        from salmon_dkim import glue  # noqa: PLC0415 (glue builds relays)
+        from salmon_dkim.salmon import context as glue  # noqa: PLC0415 (glue builds relays)
         return glue.current().signer
 
     def signed_bytes(self, message, sender: Optional[str], data: Optional[bytes] = None) -> bytes:

@@ -1,0 +1,116 @@
+"""The settings salmon-dkim runs with: frozen, typed, passed in (like ``email.policy``).
+
+Built from the INI file by :mod:`salmon_dkim.config.load`; every field has the
+INI option's default, so ``Settings()`` is a working configuration.  Clone one
+with ``dataclasses.replace``.  Nothing here reads a file.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping, Optional, Tuple, Union
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+@dataclass(frozen=True)
+class DomainKeys:
+    """The signing keys of one domain: one selector per key (two for dual signing)."""
+
+    domain: str
+    selectors: Tuple[str, ...]
+    key_files: Tuple[Path, ...]
+    include_subdomains: bool = False
+
+
+@dataclass(frozen=True)
+class SigningSettings:
+    enabled: bool = True
+    keys_dir: Path = Path("keys")
+    domains: Mapping[str, DomainKeys] = field(default_factory=lambda: MappingProxyType({}))
+    default: Optional[DomainKeys] = None
+    sender_selectors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    skip_senders: Tuple[str, ...] = ()
+    headers: Tuple[str, ...] = ()
+    oversign_headers: Tuple[str, ...] = ("from",)
+    header_canon: str = "relaxed"
+    body_canon: str = "relaxed"
+    expire_seconds: int = 7 * 86400
+    body_length_tag: bool = False
+    max_message_size: int = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VerificationSettings:
+    enabled: bool = True
+    authserv_id: str = ""
+    max_signatures: int = 5
+    clock_drift: int = 300
+    min_key_bits: int = 1024
+    allow_sha1: bool = False
+    honor_body_length: bool = False
+    skip_authenticated: bool = True
+    skip_trusted_ips: bool = True
+    trusted_ips: Tuple[IPNetwork, ...] = ()
+    white_list_ips: Tuple[IPNetwork, ...] = ()
+    authenticated_peers: Tuple[IPNetwork, ...] = ()
+    authenticated_header: str = ""
+    approved_domains: Tuple[str, ...] = ()
+    approved_score: float = -0.5
+    pass_score: float = 0.0
+    fail_score: float = 0.0
+    reject_on_fail: bool = False
+    reject_score: float = 0.0
+    score_header: str = "X-DKIM-Score"
+    close_connection_on_reject: bool = False
+    temperror_action: str = "tempfail"
+    internal_error_action: str = "tempfail"
+    use_cache: bool = True
+    adsp: bool = False
+    adsp_action: str = "reject"
+    adsp_score: float = 5.0
+    max_message_size: int = 50 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ListSettings:
+    """[DomainKeys]: what happens to mailing-list mail (MDaemon's names)."""
+
+    strip_sigs_from_list_mail: bool = True
+    sign_list_mail: bool = True
+    arc_seal: bool = False
+    arc_verify: bool = True
+    max_arc_instances: int = 10
+
+
+@dataclass(frozen=True)
+class DNSSettings:
+    nameservers: Tuple[str, ...] = ()
+    port: int = 53
+    timeout: float = 3.0
+    zone_file: Optional[Path] = None
+    cache_size: int = 10000
+    max_cache_ttl: int = 86400
+    negative_cache_ttl: int = 300
+    max_lookups_per_message: int = 10
+    cache_file: Optional[Path] = None
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    activity_log: Optional[Path] = None
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything salmon-dkim is configured with, checked and frozen."""
+
+    signing: SigningSettings = SigningSettings()
+    verification: VerificationSettings = VerificationSettings()
+    lists: ListSettings = ListSettings()
+    dns: DNSSettings = DNSSettings()
+    logging: LoggingSettings = LoggingSettings()
+    source: Optional[Path] = None

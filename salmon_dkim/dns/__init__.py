@@ -1,0 +1,1 @@
+"""DNS for the core: the TXTResolver protocol, a zone-file source, live DNS, and its cache."""

@@ -1,0 +1,1 @@
+"""The Salmon face: receivers, route decorators and a signing relay, thin over the core."""
