@@ -12,30 +12,10 @@ score threshold.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import Optional
 
+from salmon_dkim.core.results import Outcome, Session
 from salmon_dkim.core.verifier import VerificationReport
-
-
-@dataclass(frozen=True)
-class Session:
-    """The SMTP session a message came in on, as the receiver saw it."""
-
-    peer_ip: Optional[str] = None
-    helo: Optional[str] = None
-    authenticated: bool = False
-    role: str = "mx"  # "mx" | "submission" | "lmtp"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    action: str  # "accept" | "reject" | "tempfail" | "skip"
-    code: Optional[int]  # 550, 451, or None when the message is accepted
-    text: str  # "5.7.20 DKIM signature of example.com failed: body hash mismatch"
-    score: float
-    close_connection: bool
-    reason: str
 
 
 def in_networks(ip: Optional[str], networks) -> bool:

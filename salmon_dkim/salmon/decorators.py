@@ -44,7 +44,8 @@ from salmon.server import SMTPError
 from salmon_dkim.core import authres as authresults
 from salmon_dkim.salmon import receivers
 from salmon_dkim.core.canon import remove_fields
-from salmon_dkim.core.policy import Outcome, Session, decide, exempt, in_networks
+from salmon_dkim.core.policy import decide, exempt, in_networks
+from salmon_dkim.core.results import Outcome, Session
 from salmon_dkim.salmon.receivers import message_bytes, replace_data
 
 __all__ = ["dkim_verify", "dkim_sign", "apply_verification", "apply_signing",

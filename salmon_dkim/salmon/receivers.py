@@ -44,7 +44,8 @@ from salmon import server as salmon_server
 from salmon._vendor import asyncore, smtpd
 
 from salmon_dkim.core.canon import to_crlf
-from salmon_dkim.core.policy import Session, in_networks
+from salmon_dkim.core.policy import in_networks
+from salmon_dkim.core.results import Session
 
 LOG = logging.getLogger("salmon_dkim.salmon.receivers")
 
