@@ -55,7 +55,8 @@ def test_lmtp_on_a_unix_socket_hands_salmon_the_exact_bytes(app):
         client.sendmail("alice@example.com", ["lmtp-unix@record.test"], DOTS)
     assert app.stored("lmtp-unix") == DOTS
     assert app.seen("lmtp-unix")["session"] == {
-        "peer_ip": None, "helo": "postfix.test", "authenticated": False, "role": "mx"}
+        "peer_ip": None, "helo": "postfix.test", "authenticated": False, "role": "mx",
+        "user": None, "tls": False, "mail_from": "alice@example.com"}
 
 
 def test_first_line_stuffed_and_empty_message_over_raw_smtp(app):
@@ -94,14 +95,16 @@ def test_session_on_the_mx_listener(app):
     with app.smtp(helo="mta.sender.test") as client:
         client.sendmail("alice@example.com", ["session-mx@record.test"], message("plain.eml"))
     assert app.seen("session-mx")["session"] == {
-        "peer_ip": "127.0.0.1", "helo": "mta.sender.test", "authenticated": False, "role": "mx"}
+        "peer_ip": "127.0.0.1", "helo": "mta.sender.test", "authenticated": False, "role": "mx",
+        "user": None, "tls": False, "mail_from": "alice@example.com"}
 
 
 def test_submission_listener_counts_as_authenticated(app):
     with app.submission(helo="laptop.test") as client:
         client.sendmail("alice@example.com", ["session-sub@record.test"], message("plain.eml"))
     assert app.seen("session-sub")["session"] == {
-        "peer_ip": "127.0.0.1", "helo": "laptop.test", "authenticated": True, "role": "submission"}
+        "peer_ip": "127.0.0.1", "helo": "laptop.test", "authenticated": True, "role": "submission",
+        "user": None, "tls": False, "mail_from": "alice@example.com"}
 
 
 def test_lmtp_session_carries_the_lhlo_name(app):

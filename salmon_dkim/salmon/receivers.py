@@ -239,7 +239,7 @@ class _DataChannel(salmon_server.SMTPChannel):
     def session(self, data: bytes) -> Session:
         peer_ip = self.peer[0] if isinstance(self.peer, tuple) else None
         role = self.smtp_server.role
-        return Session(peer_ip=peer_ip, helo=self.seen_greeting or None, role=role,
+        return Session(peer_ip=peer_ip, helo=self.seen_greeting or None, role=role, mail_from=self.mailfrom,
                        authenticated=authenticated(
                            peer_ip, role, data, _verification_settings(self.smtp_server.settings)))
 
