@@ -30,7 +30,9 @@ sys.path.insert(0, str(ROOT))
 from salmon_dkim.activity import ActivityLog  # noqa: E402
 from salmon_dkim.config import DomainKeys, Settings, SigningSettings  # noqa: E402
 from salmon_dkim.core.keys import load_private_key  # noqa: E402
-from salmon_dkim.core.signer import DEFAULT_HEADERS, Signer  # noqa: E402
+from salmon_dkim.core.signer import Signer  # noqa: E402
+
+DEFAULT_HEADERS = SigningSettings().headers
 
 KEYS = ROOT / "tests" / "data" / "keys"
 HEADERS = (b"From: Alice Example <alice@example.com>\r\nTo: Bob <bob@example.net>\r\n"

@@ -23,7 +23,7 @@ import dkim
 from salmon_dkim.config import Settings
 from salmon_dkim.dns.resolver import ZoneResolver
 from salmon_dkim.core.keys import load_private_key
-from salmon_dkim.core.signer import dkim_sign
+from salmon_dkim.core.dkim import dkim_sign
 from salmon_dkim.core.verifier import Verifier
 
 KEYS = Path(__file__).resolve().parent.parent / "tests" / "data" / "keys"

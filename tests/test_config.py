@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from configobj import ConfigObj
 
-from salmon_dkim.config import SPEC_PATH, ConfigError, load_settings
+from salmon_dkim.config import SPEC_PATH, ConfigError, Settings, load_settings
 
 CONF = Path(__file__).parent.parent / "conf" / "salmon_dkim.ini"
 
@@ -26,11 +26,27 @@ def error_of(path) -> str:
     return message
 
 
+def test_the_types_defaults_are_the_specs_defaults():
+    from dataclasses import fields, replace
+    loaded = load_settings()
+    built = Settings()
+    for section in fields(Settings):
+        if section.name in ("source",):
+            continue
+        ours, theirs = getattr(built, section.name), getattr(loaded, section.name)
+        if section.name == "verification":
+            theirs = replace(theirs, authserv_id="")  # the host name when the INI gives none
+        if section.name == "signing":
+            theirs = replace(theirs, keys_dir=Path("keys"))  # made absolute from the current folder
+        assert ours == theirs, section.name
+
+
 def test_no_file_gives_every_default():
     settings = load_settings()
     assert settings.signing.header_canon == "relaxed" and settings.signing.body_canon == "relaxed"
     assert settings.signing.expire_seconds == 7 * 86400
-    assert settings.signing.oversign_headers == ("from",)
+    assert settings.signing.oversign_headers == ("from", "to", "cc", "subject", "date", "message-id", "reply-to",
+                                                 "in-reply-to", "references", "mime-version", "content-type")
     assert settings.verification.max_signatures == 5
     assert settings.verification.clock_drift == 300
     assert settings.verification.temperror_action == "tempfail"

@@ -7,12 +7,13 @@ import pytest
 from conftest import message
 from peers import mail_dkim_arc_verify, mail_dkim_verify
 from salmon_dkim.core.arc import ARCSealer, arc_result
-from salmon_dkim.core.canon import to_crlf
+from salmon_dkim.core.message import to_crlf
 from salmon_dkim.config import DomainKeys, ListSettings, LoggingSettings, Settings, SigningSettings
 from salmon_dkim.dns.resolver import ZoneResolver
 from salmon_dkim.core.keys import load_private_key
 from salmon_dkim.core.listmail import is_list_mail, prepare_list_post, strip_signatures
-from salmon_dkim.core.signer import Signer, dkim_sign
+from salmon_dkim.core.dkim import dkim_sign
+from salmon_dkim.core.signer import Signer
 from salmon_dkim.core.verifier import Verifier
 
 FOLDED_SIGNATURE = (b"DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=s2048;\r\n"

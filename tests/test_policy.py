@@ -4,8 +4,9 @@ import ipaddress
 import pytest
 
 from salmon_dkim.config import Settings, VerificationSettings
+from salmon_dkim.core.message import authors
 from salmon_dkim.core.policy import Session, decide, exempt
-from salmon_dkim.core.verifier import SignatureResult, VerificationReport
+from salmon_dkim.core.results import SignatureResult, VerificationReport
 
 MX = Session(peer_ip="203.0.113.5", helo="mail.example.com")
 
@@ -15,8 +16,9 @@ def sig(result, domain="example.com", reason=None, testing=False):
                            "abcdefgh", None, testing, 2048)
 
 
-def report(*results, adsp=None, author="example.com"):
-    return VerificationReport(tuple(results), 0, author, adsp, f"ADSP said {adsp}" if adsp else None)
+def report(*results, adsp=None, author="example.com", from_field=None):
+    found = authors([from_field or f"a@{author}".encode()])
+    return VerificationReport(tuple(results), 0, author, found, adsp, f"ADSP said {adsp}" if adsp else None)
 
 
 def settings(**options):
@@ -178,7 +180,7 @@ def test_author_signature_temperror_is_adsp_temperror_and_never_550_beside_anoth
         def txt(self, name):
             return [b"dkim=all"]
     results = (sig("temperror"), sig("pass", "lists.example.org"))
-    word, reason = evaluate("example.com", results, AllResolver())
+    word, reason = evaluate(authors([b"a@example.com"]), results, AllResolver())
     assert word == "temperror" and "temporary DNS failure" in reason
     outcome = decide(report(*results, adsp=word), MX, settings(adsp=True, reject_on_fail=True))
     assert (outcome.action, outcome.code) == ("accept", None)
@@ -203,3 +205,45 @@ def test_a_domainkeys_pass_does_not_rescue_a_failed_dkim_signature():
 
 def test_a_domainkeys_temperror_is_not_a_451():
     assert decide(report(domainkeys("temperror")), MX, settings()).action == "accept"
+
+
+# --- the author cannot dodge ADSP ---------------------------------------------------------
+
+class DomainsResolver:
+    """ADSP records for the domains given; every other name exists without TXT."""
+
+    def __init__(self, **practices):
+        self.practices = {f"_adsp._domainkey.{d.replace('_', '.')}": p for d, p in practices.items()}
+
+    def txt(self, name):
+        from salmon_dkim.dns.resolver import NoRecord
+        if name in self.practices:
+            return [f"dkim={self.practices[name]}".encode()]
+        raise NoRecord(name)
+
+
+@pytest.mark.parametrize("from_fields, word", [
+    ([b"a@bank.example", b"b@other.example"], "fail"),   # two From fields, one domain signs all
+    ([b"b@other.example, a@bank.example"], "fail"),       # two addresses in one field
+    ([b"(unbalanced a@bank.example"], "permerror"),       # a From that does not parse
+    ([], "permerror"),                                     # no From at all
+    ([b"undisclosed-recipients:;"], "permerror"),         # no address
+])
+def test_a_message_whose_author_is_unclear_does_not_escape_adsp(from_fields, word):
+    from salmon_dkim.core.adsp import evaluate
+
+    found = authors(from_fields)
+    adsp, reason = evaluate(found, (), DomainsResolver(bank_example="all"))
+    assert adsp == word, reason
+    verdict = VerificationReport((), 0, None, found, adsp, reason)
+    outcome = decide(verdict, MX, settings(adsp=True, adsp_action="reject"))
+    assert (outcome.action, outcome.code) == ("reject", 550) and outcome.text.startswith("5.7.22")
+
+
+def test_two_authors_without_adsp_records_are_not_rejected_for_adsp():
+    from salmon_dkim.core.adsp import evaluate
+
+    found = authors([b"a@x.example, b@y.example"])
+    adsp, reason = evaluate(found, (), DomainsResolver())
+    outcome = decide(VerificationReport((), 0, None, found, adsp, reason), MX, settings(adsp=True))
+    assert (adsp, outcome.action) == ("none", "accept")

@@ -10,10 +10,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from peers import have_opendkim, opendkim_results
 
 from salmon_dkim.activity import ActivityLog, read_activity
-from salmon_dkim.core.canon import parse_tags, split_message
+from salmon_dkim.core.message import Message
+from salmon_dkim.core.tags import parse_tags
 from salmon_dkim.config import DomainKeys, Settings, SigningSettings
 from salmon_dkim.core.keys import KeyStore, PrivateKey, load_private_key
-from salmon_dkim.core.signer import SigningError, Signer, dkim_sign
+from salmon_dkim.core.dkim import dkim_sign
+from salmon_dkim.core.signer import SigningError, Signer
 
 ZONE = KEYS / "keys.zone"
 NOW = int(time.time()) - 60  # near now: peers refuse signatures from the future
@@ -37,8 +39,7 @@ def from_(address: str, msg: bytes = PLAIN) -> bytes:
 
 
 def signature_tags(signed: bytes) -> list:
-    headers, _ = split_message(signed)
-    return [parse_tags(v) for n, v in headers if n.lower() == b"dkim-signature"]
+    return [parse_tags(v) for v in Message(signed).values(b"dkim-signature")]
 
 
 @pytest.fixture
@@ -147,11 +148,12 @@ def test_skip_senders_match_the_author_when_no_sender_given(keys_dir):
 # --- when nothing is signed -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("msg, reason", [
-    (PLAIN.replace(b"From: Alice Example <alice@example.com>\r\n", b""), "no From header"),
-    (b"From: bob@example.com\r\n" + PLAIN, "2 From headers"),
-    (from_("alice@example.com, bob@example.com"), "From header holds 2 addresses"),
-    (from_("undisclosed-recipients:;"), "From header holds no address"),
-    (from_("(" * 5000), "cannot be parsed; write it as Name <address>"),
+    (PLAIN.replace(b"From: Alice Example <alice@example.com>\r\n", b""), "the message has no From field"),
+    (b"From: bob@example.com\r\n" + PLAIN, "2 From fields"),
+    (from_("alice@example.com, bob@example.com"), "the From field holds 2 addresses"),
+    (from_("undisclosed-recipients:;"), "the From field holds no address"),
+    (from_("(" * 5000), "the From field cannot be parsed"),
+    (from_(" " * 300_000 + "alice@example.com"), "the From field cannot be parsed"),
     (b"From: alice@example.com\r\nthis is not a header\r\n\r\nbody\r\n", "malformed message"),
 ])
 def test_unusable_author_or_message_is_left_unsigned(signer, msg, reason):
@@ -169,22 +171,43 @@ def test_message_over_max_size(keys_dir):
     assert "over MaxMessageSize (100)" in signer.sign(PLAIN).unsigned_reason
 
 
-def test_group_readable_key_is_refused(keys_dir):
+def test_group_readable_key_fails_closed(keys_dir, tmp_path):
     os.chmod(keys_dir / "example.com/s1.key", 0o640)
-    result = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")]).sign(PLAIN)
-    assert result.signatures == () and "chmod 600" in result.unsigned_reason
+    signer = make_signer(keys_dir, tmp_path, domains=[entry(keys_dir, "example.com", "s1")])
+    with pytest.raises(SigningError, match="chmod 600"):
+        signer.sign(PLAIN)
+    [logged] = read_activity(tmp_path / "activity.jsonl")
+    assert logged["event"] == "unsigned" and logged["action"] == "tempfail" and "s1" in logged["reason"]
 
 
-def test_key_under_1024_bits_is_refused(keys_dir):
+def test_key_under_1024_bits_fails_closed(keys_dir):
     private_copy(KEYS / "example.com.rsa512.key", keys_dir / "example.com/weak512.key")
-    result = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "weak512")]).sign(PLAIN)
-    assert result.signatures == () and "1024-bit minimum" in result.unsigned_reason
+    with pytest.raises(SigningError, match="1024-bit minimum"):
+        make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "weak512")]).sign(PLAIN)
 
 
-def test_dual_signing_keeps_the_usable_key_when_the_other_is_refused(keys_dir):
+def test_dual_signing_fails_closed_when_one_key_is_refused(keys_dir):
     os.chmod(keys_dir / "example.com/ed1.key", 0o644)
-    result = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1", "ed1")]).sign(PLAIN)
-    assert [s.selector for s in result.signatures] == ["s1"]
+    with pytest.raises(SigningError, match="ed1"):
+        make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1", "ed1")]).sign(PLAIN)
+
+
+@pytest.mark.parametrize("damage", ["chmod", "delete", "corrupt"])
+def test_a_key_broken_while_running_fails_closed_and_other_domains_still_sign(keys_dir, damage):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1"),
+                                            entry(keys_dir, "example.org", "s2048")])
+    signer.keys.recheck_seconds = 0
+    assert signer.sign(PLAIN).signatures
+    path = keys_dir / "example.com/s1.key"
+    if damage == "chmod":
+        os.chmod(path, 0o644)
+    elif damage == "delete":
+        path.unlink()
+    else:
+        path.write_bytes(b"-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(SigningError):
+        signer.sign(PLAIN)
+    assert signer.sign(from_("bob@example.org")).signatures[0].domain == "example.org"
 
 
 # --- the signatures -------------------------------------------------------------------------------
@@ -200,10 +223,21 @@ def test_dual_signing_adds_rsa_and_ed25519_signatures(keys_dir, tmp_path):
     assert logged["size"] == len(result.message) and "from" in logged["headers"]
 
 
-def test_signed_headers_are_those_present_and_from_oversigned(signer):
+def test_signed_headers_are_those_present_and_the_trusted_ones_oversigned(signer):
     [tags] = signature_tags(signer.sign(PLAIN).message)
-    assert tags[b"h"].replace(b" ", b"").replace(b"\r\n", b"") == \
-        b"from:from:date:subject:to:message-id:content-type:mime-version"
+    assert tags[b"h"].replace(b" ", b"").replace(b"\r\n", b"") == (
+        b"from:from:date:date:subject:subject:reply-to:to:to:cc:message-id:message-id:in-reply-to:references:"
+        b"content-type:content-type:mime-version:mime-version")
+
+
+@pytest.mark.parametrize("field", [b"Subject: Urgent: wire the money", b"To: mallory@example.net",
+                                   b"Date: Mon, 1 Jan 2029 00:00:00 +0000", b"Reply-To: mallory@example.net"])
+def test_a_field_added_above_a_signature_made_by_default_breaks_it(signer, field, zone_file):
+    from salmon_dkim.core.verifier import Verifier
+    from salmon_dkim.dns.resolver import ZoneResolver
+    tampered = field + b"\r\n" + signer.sign(PLAIN).message
+    [result] = Verifier(Settings(), ZoneResolver(zone_file), clock=lambda: NOW).verify(tampered).results
+    assert result.result == "fail"
 
 
 def test_oversigned_header_absent_from_message_is_listed_once(keys_dir):
@@ -324,7 +358,7 @@ def test_rotated_key_file_is_used_once_rechecked(keys_dir):
 
 
 def test_h_list_memo_does_not_keep_messages_with_very_many_fields():
-    from salmon_dkim.core.signer import _h_list, signed_names
+    from salmon_dkim.core.dkim import _h_list, signed_names
     fields = [(b"Received", b" x\r\n")] * 5000 + [(b"From", b" a@example.com\r\n")]
     before = _h_list.cache_info().currsize
     assert signed_names(fields, ("from", "received")) == ("from", "from") + ("received",) * 5000

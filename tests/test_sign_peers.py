@@ -12,9 +12,9 @@ from peers import (have_mail_dkim, have_opendkim, mail_dkim_sign, mail_dkim_veri
                    opendkim_sign)
 
 from salmon_dkim.activity import ActivityLog
-from salmon_dkim.core.canon import to_crlf
+from salmon_dkim.core.message import to_crlf
 from salmon_dkim.config import DomainKeys, Settings, SigningSettings
-from salmon_dkim.core.signer import DEFAULT_HEADERS, Signer
+from salmon_dkim.core.signer import Signer
 
 pytestmark = [pytest.mark.skipif(not have_mail_dkim(), reason="libmail-dkim-perl not installed"),
               pytest.mark.skipif(not have_opendkim(), reason="opendkim not installed")]
@@ -138,7 +138,7 @@ def test_signature_added_on_top_of_another_domains_signature_keeps_both_valid(pe
 
 @pytest.mark.parametrize("canon", ["simple/simple", "relaxed/relaxed"])
 def test_long_h_list_with_every_header_oversigned_verifies(canon, tmp_path):
-    signer = dual_signer(example_com_keys(tmp_path / "keys"), canon, oversign_headers=DEFAULT_HEADERS)
+    signer = dual_signer(example_com_keys(tmp_path / "keys"), canon, oversign_headers=SigningSettings().headers)
     extra = (b"Reply-To: a@example.com\r\nSender: s@example.com\r\nCc: c@example.net\r\n"
              b"In-Reply-To: <x@y>\r\nReferences: <x@y>\r\n  <z@y>\r\n")
     signed = signer.sign(extra + message("utf8-folded.eml")).message

@@ -233,7 +233,7 @@ def test_refused_signature_that_also_fails_is_fail(signed, zone):
     ("t future", "t= is 3600 s in the future"),
     ("hsha1", "key h=sha1 does not allow sha256"),
     ("tlsonly", "key s=tlsrpt is not for email"),
-    ("strict subdomain", "key t=s requires the i= domain (mail.example.com) to equal d=example.com"),
+    ("strict subdomain", "key t=s requires the i= domain to equal d=example.com"),
 ])
 def test_verified_but_refused_is_policy(signed, zone, name, reason):
     result = only(verify(signed[name], zone))
@@ -313,16 +313,16 @@ def _edit(data: bytes, old: bytes, new: bytes) -> bytes:
 
 @pytest.mark.parametrize("old, new, reason", [
     (b"v=1; ", b"", "required tag missing: v="),
-    (b"v=1", b"v=2", "v=2 is not a DKIM version (v=1)"),
-    (b"a=rsa-sha256", b"a=rsa-md5", "a=rsa-md5 is not a known algorithm"),
+    (b"v=1", b"v=2", "v= is not the DKIM version (v=1)"),
+    (b"a=rsa-sha256", b"a=rsa-md5", "a= is not a known algorithm"),
     (b"bh=", b"xh=", "required tag missing: bh="),
     (b" s=s1;", b"", "required tag missing: s="),
-    (b"d=example.com", b"d=exa mple.com", "d=exa mple.com is not a domain name"),
-    (b"d=example.com", b"d=com", "d=com is not a domain name"),
-    (b"c=relaxed/relaxed", b"c=loose/relaxed", "c=loose/relaxed is not a canonicalization"),
+    (b"d=example.com", b"d=exa mple.com", "d= is not a domain name"),
+    (b"d=example.com", b"d=com", "d= is not a domain name"),
+    (b"c=relaxed/relaxed", b"c=loose/relaxed", "c= is not a canonicalization"),
     (b"h=from:", b"h=", "h= does not include From (RFC 6376 section 5.4)"),
-    (b"d=example.com;", b"d=example.com; i=a@example.net;", "i=a@example.net is not in d=example.com"),
-    (b"d=example.com;", b"d=example.com; q=http/well-known;", "q=http/well-known does not offer dns/txt"),
+    (b"d=example.com;", b"d=example.com; i=a@example.net;", "the i= domain is not d=example.com or a subdomain of it"),
+    (b"d=example.com;", b"d=example.com; q=http/well-known;", "q= does not offer dns/txt"),
     (b"d=example.com;", b"d=example.com; t=soon;", "t= is not a number"),
     (b"d=example.com;", b"d=example.com; l=-1;", "l= is not a number"),
     (b"bh=", b"bh=!!", "bh= is not valid base64"),
@@ -415,9 +415,9 @@ def test_adsp_result(signed, adsp_zone, data_name, author, word):
 
 
 def test_adsp_nxdomain_goes_into_authentication_results(adsp_zone):
-    from salmon_dkim.core.authres import authentication_results, parse
+    from salmon_dkim.core.authres import header_for, parse
     report = verify(_from(PLAIN, b"example.info"), adsp_zone, adsp=True)
-    results = parse(authentication_results("mx.example.org", report)).results
+    results = parse(header_for("mx.example.org", report))[1]
     assert [(r.method, r.result) for r in results] == [("dkim", "none"), ("dkim-adsp", "nxdomain")]
 
 
@@ -511,15 +511,3 @@ def test_key_records_are_parsed_once_per_selector_domain_and_text(signed, zone):
     verifier.verify(signed["good"])
     assert verifier.keys.parse("s1", "example.com",
                                ZoneResolver(zone).txt("s1._domainkey.example.com")[0]) is first
-
-
-def test_activity_log_gets_one_verify_line(signed, zone, tmp_path):
-    from salmon_dkim.activity import ActivityLog, read_activity
-
-    log = ActivityLog(tmp_path / "activity.jsonl")
-    Verifier(settings(), ZoneResolver(zone), activity=log, clock=lambda: NOW).verify(signed["good"])
-    [entry] = read_activity(tmp_path / "activity.jsonl", event="verify")
-    assert entry["message_id"] == "<lunch-1@example.com>"
-    assert entry["results"] == [{"d": "example.com", "s": "s1", "a": "rsa-sha256", "result": "pass",
-                                 "reason": "good rsa-sha256 signature, 2048-bit key"}]
-

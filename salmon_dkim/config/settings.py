@@ -33,8 +33,11 @@ class SigningSettings:
     default: Optional[DomainKeys] = None
     sender_selectors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     skip_senders: Tuple[str, ...] = ()
-    headers: Tuple[str, ...] = ()
-    oversign_headers: Tuple[str, ...] = ("from",)
+    headers: Tuple[str, ...] = ("from", "date", "subject", "reply-to", "sender", "to", "cc", "message-id",
+                                "in-reply-to", "references", "content-type", "mime-version",
+                                "content-transfer-encoding")
+    oversign_headers: Tuple[str, ...] = ("from", "to", "cc", "subject", "date", "message-id", "reply-to",
+                                         "in-reply-to", "references", "mime-version", "content-type")
     header_canon: str = "relaxed"
     body_canon: str = "relaxed"
     expire_seconds: int = 7 * 86400
@@ -53,7 +56,7 @@ class VerificationSettings:
     honor_body_length: bool = False
     skip_authenticated: bool = True
     skip_trusted_ips: bool = True
-    trusted_ips: Tuple[IPNetwork, ...] = ()
+    trusted_ips: Tuple[IPNetwork, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
     white_list_ips: Tuple[IPNetwork, ...] = ()
     authenticated_peers: Tuple[IPNetwork, ...] = ()
     authenticated_header: str = ""

@@ -9,15 +9,24 @@ signature that met a temporary DNS failure makes the result ``temperror``.
 
 An author domain that does not exist at all (NXDOMAIN, RFC 5617 section 4.3;
 any query type will do, ours is TXT) gives ``nxdomain``.
+
+The From field cannot be used to dodge it: with several From fields or
+addresses every author domain is checked and the most severe result stands; a
+message whose author cannot be read at all (no From, a From that does not
+parse, no address) is ``permerror``, which policy treats as a failure
+(RFC 6376 section 8.15 and RFC 7489 section 6.6.1 reason the same way).
 """
 from __future__ import annotations
 
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, List, Optional, Tuple
 
-from salmon_dkim.core.canon import parse_tags
+from salmon_dkim.core.message import Authors
+from salmon_dkim.core.tags import parse_tags
 from salmon_dkim.dns.resolver import DNSError, LookupLimitExceeded, NoRecord, NoSuchDomain, TemporaryDNSError, TXTResolver
 
 PRACTICES = ("unknown", "all", "discardable")
+SEVERITY = ("discard", "fail", "permerror", "temperror", "nxdomain", "unknown", "pass", "none")
+"""With several author domains, the first of these among their results stands."""
 
 
 def adsp_name(domain: str) -> str:
@@ -41,10 +50,17 @@ def practice(domain: str, resolver: TXTResolver) -> Tuple[Optional[str], str]:
     return value, f"{name} says dkim={value}"
 
 
-def evaluate(author_domain: Optional[str], results: Iterable, resolver: TXTResolver) -> Tuple[str, str]:
-    """The RFC 5617 result word and a reason, given the signature results of the message."""
-    if author_domain is None:
-        return "none", "no single author domain in From"
+def evaluate(authors: Authors, results: Iterable, resolver: TXTResolver) -> Tuple[str, str]:
+    """The RFC 5617 result word and a reason, given the message's authors and signature results."""
+    if not authors.domains or not authors.parsable:
+        return "permerror", f"the author cannot be determined: {authors.problem}"
+    results = list(results)
+    found: List[Tuple[str, str]] = [evaluate_domain(domain, results, resolver) for domain in authors.domains]
+    return min(found, key=lambda item: SEVERITY.index(item[0]))
+
+
+def evaluate_domain(author_domain: str, results: List, resolver: TXTResolver) -> Tuple[str, str]:
+    """The RFC 5617 result word and a reason for one author domain."""
     own = [r for r in results if r.type == "dkim" and r.domain == author_domain]
     if any(r.result == "pass" for r in own):
         return "pass", f"a valid signature by the author domain {author_domain}"

@@ -24,25 +24,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
-import re
+import hashlib
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
-from salmon_dkim.core.canon import Header, parse_tags
-from salmon_dkim.dns.resolver import TXTResolver
+from salmon_dkim.core import crypto
+from salmon_dkim.core.canon import canonical_body
 from salmon_dkim.core.keyfetch import DOMAIN, SignatureProblem, fetch_key
 from salmon_dkim.core.keys import KeyRecord, key_name, parse_key_record
+from salmon_dkim.core.message import AddressError, Header, Message, field_name, parse_mailboxes
+from salmon_dkim.core.tags import parse_tags
+from salmon_dkim.dns.resolver import TXTResolver
 
 ALGORITHM = "rsa-sha1"
 CANONICALIZATIONS = ("simple", "nofws")
+_BODY_METHOD = {"simple": "dk-simple", "nofws": "nofws"}
 _FWS = b" \t\r\n"
-_SIMPLE_ADDRESS = re.compile(rb"[ \t]*(?:[\w .'-]*<([\w.+-]+@[\w.-]+)>|([\w.+-]+@[\w.-]+))[ \t]*\r\n")
-_BARE_CR = re.compile(rb"\r(?!\n)")
 
 
 @dataclass(frozen=True)
@@ -109,35 +106,25 @@ def parse_domainkey_signature(value: bytes) -> DomainKeySignature:
     return DomainKeySignature(domain, selector, canon, signed, signature)
 
 
-def _mailbox(value: bytes) -> Optional[str]:
-    """The one address in a From or Sender field value; None when there is not exactly one."""
-    if len(value) > 2000:
-        return None
-    simple = _SIMPLE_ADDRESS.fullmatch(value)
-    if simple:  # the usual "Name <a@b>" or "a@b": email.utils is slow
-        return (simple.group(1) or simple.group(2)).decode("ascii")
-    try:
-        addresses = [a for _, a in email.utils.getaddresses([value.decode("utf-8", "replace")]) if a]
-    except Exception:  # email.utils recurses per "(" and raises RecursionError on hostile input
-        return None
-    return addresses[0] if len(addresses) == 1 and "@" in addresses[0] else None
-
-
 def sending_address(headers: Sequence[Header]) -> Tuple[str, str]:
     """(address, "sender" | "from"): the Sender field's address if there is one, else From's.
 
-    ValueError when the field is repeated or does not hold exactly one address.
+    ``headers`` are the fields the signature covers (those below it).  ValueError when the
+    field is repeated or does not hold exactly one address.
     """
     for field in ("sender", "from"):
-        values = [v for n, v in headers if n.strip(b" \t").lower() == field.encode()]
+        values = [v for n, v in headers if field_name(n) == field.encode()]
         if not values:
             continue
         if len(values) > 1:
             raise ValueError(f"the message has {len(values)} {field.capitalize()} fields")
-        address = _mailbox(values[0])
-        if address is None:
+        try:
+            found = parse_mailboxes(values[0])
+        except AddressError as exc:
+            raise ValueError(f"the {field.capitalize()} field cannot be parsed: {exc}") from None
+        if len(found) != 1:
             raise ValueError(f"the {field.capitalize()} field does not hold exactly one address")
-        return address, field
+        return found[0].address, field
     raise ValueError("the message has neither a Sender nor a From field")
 
 
@@ -149,41 +136,23 @@ def _in_domain(address: str, domain: str) -> bool:
 def canon_headers(headers: Sequence[Header], signed: Optional[frozenset], method: str) -> bytes:
     """The header fields given (those below the signature), chosen by h= in message order, canonicalized."""
     if signed is not None:
-        headers = [(n, v) for n, v in headers if n.strip(b" \t").lower() in signed]
+        headers = [(n, v) for n, v in headers if field_name(n) in signed]
     if method == "simple":
         return b"".join(n + b":" + v for n, v in headers)
     return b"".join((n + b":" + v).translate(None, _FWS) + b"\r\n" for n, v in headers)
 
 
-def canon_body(body: bytes, method: str) -> bytes:
-    """The body canonicalized: CRLF lines, ``nofws`` without SP/HTAB/lone CR, trailing empty lines removed."""
-    if body and not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    if method == "nofws":
-        body = body.replace(b" ", b"").replace(b"\t", b"")
-        if body.count(b"\r") != body.count(b"\r\n"):
-            body = _BARE_CR.sub(b"", body)
-    tail = len(body) - len(body.rstrip(b"\r\n"))
-    if tail % 2 == 0 and body.endswith(b"\r\n" * (tail // 2)):
-        end = len(body) - tail
-    else:  # a lone CR among the trailing line ends: count the CRLFs one by one
-        end = len(body)
-        while end >= 2 and body[end - 2:end] == b"\r\n":
-            end -= 2
-    return body[:end] + b"\r\n" if end else b""
-
-
-def signed_data(sig: DomainKeySignature, below: Sequence[Header], body: bytes,
-                bodies: Optional[Dict[str, bytes]] = None) -> bytes:
-    """What the signer hashed: the canonical headers, then a blank line and the body unless it is empty."""
-    key = "domainkeys-" + sig.canon
-    if bodies is None:
-        bodies = {}
-    if key not in bodies:
-        bodies[key] = canon_body(body, sig.canon)
-    canonical = bodies[key]
-    # RFC 4870 3.4.2: a body of empty lines only drops the header/body separator line too
-    return canon_headers(below, sig.signed_headers, sig.canon) + (b"\r\n" + canonical if canonical else b"")
+def signed_digest(sig: DomainKeySignature, message: Message, position: int) -> bytes:
+    """SHA-1 of what the signer hashed: the canonical fields below the signature, then a blank line and
+    the canonical body unless it is empty (RFC 4870 section 3.4.2), hashed as the body streams by."""
+    hasher = hashlib.sha1(canon_headers(message.fields[position + 1:], sig.signed_headers, sig.canon))
+    first = True
+    for piece in canonical_body(message.data, _BODY_METHOD[sig.canon], message.body_offset):
+        if first:
+            hasher.update(b"\r\n")
+            first = False
+        hasher.update(piece)
+    return hasher.digest()
 
 
 def _key(sig: DomainKeySignature, resolver: TXTResolver,
@@ -218,44 +187,38 @@ def _objections(record: KeyRecord, granularity: Optional[str], local_part: str, 
     return found
 
 
-def verify_domainkeys(headers: Sequence[Header], position: int, body: bytes, resolver: TXTResolver, *,
-                      min_key_bits: int = 1024,
-                      parse_key: Optional[Callable[[str, str, bytes], KeyRecord]] = None,
-                      bodies: Optional[Dict[str, bytes]] = None) -> DomainKeysResult:
-    """The result of the DomainKey-Signature at ``headers[position]`` of a CRLF message.
+def verify_domainkeys(message: Message, position: int, resolver: TXTResolver, *, min_key_bits: int = 1024,
+                      parse_key: Optional[Callable[[str, str, bytes], KeyRecord]] = None) -> DomainKeysResult:
+    """The result of the DomainKey-Signature at ``message.fields[position]``.
 
+    Only the fields below the signature count, for the sending address as for the signed data.
     ``resolver``: the message's (budgeted) resolver; ``parse_key(selector, domain, txt)``: a key
-    record parser, for a cache; ``bodies``: canonical bodies shared between the message's signatures.
+    record parser, for a cache.
     """
     parse_key = parse_key or (lambda selector, domain, txt: parse_key_record(txt))
     sender = sender_header = None
     record = None
     try:
         try:
-            sig = parse_domainkey_signature(headers[position][1])
+            sig = parse_domainkey_signature(message.fields[position][1])
         except ValueError as exc:
             raise SignatureProblem("neutral", str(exc)) from None
         try:
-            sender, sender_header = sending_address(headers)
+            sender, sender_header = sending_address(message.fields[position + 1:])
         except ValueError as exc:
             raise SignatureProblem("neutral", f"no sending address to check d={sig.domain} against: {exc}") from None
         if not _in_domain(sender, sig.domain):
             raise SignatureProblem("neutral", f"d={sig.domain} is not the domain (or a parent) of the sending "
-                           f"address {sender[:80]} ({sender_header.capitalize()}; RFC 4870 section 3.3)")
+                                   f"address ({sender_header.capitalize()}; RFC 4870 section 3.3)")
         record, txt = _key(sig, resolver, parse_key)
-        key = record.public_key()
-        if not isinstance(key, rsa.RSAPublicKey):
-            raise SignatureProblem("permerror", "key is not RSA")
-        size = (key.key_size + 7) // 8
-        if len(sig.signature) != size:
-            raise SignatureProblem("fail", f"b= is {len(sig.signature)} bytes; a signature by this "
-                           f"{key.key_size}-bit key is {size}")
         try:
-            key.verify(sig.signature, signed_data(sig, headers[position + 1:], body, bodies),
-                       padding.PKCS1v15(), hashes.SHA1())
-        except InvalidSignature:
-            raise SignatureProblem("fail", "signature mismatch: the message was changed after signing, "
-                           "or the key does not match") from None
+            crypto.verify(record.public_key(), ALGORITHM, sig.signature, signed_digest(sig, message, position),
+                          prehashed=True)
+        except crypto.BadSignature as exc:
+            text = str(exc)
+            if text == "signature mismatch":
+                text = "signature mismatch: the message was changed after signing, or the key does not match"
+            raise SignatureProblem("fail", text) from None
         objections = _objections(record, _granularity(txt), sender.rpartition("@")[0], min_key_bits)
         if objections:
             raise SignatureProblem("policy", "; ".join(objections))

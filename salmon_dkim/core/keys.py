@@ -23,7 +23,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from salmon_dkim.core.canon import compact, parse_tags
+from salmon_dkim.core.tags import compact, parse_tags
 
 MIN_RSA_BITS = 1024  # RFC 8301: verifiers refuse shorter RSA keys
 PublicKey = Union[rsa.RSAPublicKey, ed25519.Ed25519PublicKey]

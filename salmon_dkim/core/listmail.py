@@ -14,7 +14,7 @@ import re
 from typing import Iterable, Optional, Tuple, Union
 
 from salmon_dkim.core.arc import ARCError, ARCSealer, arc_result, arrival_arc_result
-from salmon_dkim.core.canon import MessageFormatError, remove_fields, to_crlf
+from salmon_dkim.core.message import MessageFormatError, remove_fields, to_crlf
 from salmon_dkim.config import Settings
 from salmon_dkim.dns.resolver import TXTResolver
 

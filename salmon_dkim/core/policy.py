@@ -58,9 +58,16 @@ def score(report: VerificationReport, settings) -> float:
     total += sum(options.fail_score for r in results if r.result == "fail")
     if any(r.result == "pass" and r.domain in options.approved_domains for r in results):
         total += options.approved_score
-    if report.adsp in ("fail", "discard") and options.adsp_action == "score":
+    if adsp_failed(report) and options.adsp_action == "score":
         total += options.adsp_score
     return total
+
+
+def adsp_failed(report: VerificationReport) -> bool:
+    """ADSP says the message should not be here: fail, discard, or no author to check it for."""
+    authors = report.authors
+    unknown = authors is not None and (not authors.domains or not authors.parsable)
+    return report.adsp in ("fail", "discard") or (report.adsp == "permerror" and unknown)
 
 
 def _summary(report: VerificationReport) -> str:
@@ -91,9 +98,13 @@ def decide(report: Optional[VerificationReport], session: Session, settings) -> 
         if options.temperror_action == "accept":
             return Outcome("accept", None, "", total, False, f"{where}; accepted by TempErrorAction")
         return Outcome("tempfail", 451, f"4.4.3 {where}; try again later", total, False, summary)
-    if report.adsp in ("fail", "discard") and options.adsp_action == "reject":
+    if adsp_failed(report) and options.adsp_action == "reject":
+        if report.adsp == "permerror":
+            return reject("5.7.22 The author of this message cannot be determined from its From field, "
+                          "so its domain's signing practice cannot be checked", report.adsp_reason or "ADSP permerror")
         practice = "discardable" if report.adsp == "discard" else "all"
-        return reject(f"5.7.22 No valid DKIM signature of the author domain {report.author_domain}, "
+        domains = ", ".join(report.authors.domains if report.authors else ()) or "?"
+        return reject(f"5.7.22 No valid DKIM signature of the author domain {domains}, "
                       f"which signs all its mail (ADSP dkim={practice})",
                       report.adsp_reason or f"ADSP {report.adsp}")
     failed = [r for r in results if r.result == "fail"]

@@ -6,7 +6,9 @@ keeps one class per result method apart from its parser).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
+
+from salmon_dkim.core.message import Authors
 
 
 @dataclass(frozen=True)
@@ -30,3 +32,53 @@ class Outcome:
     score: float
     close_connection: bool
     reason: str
+
+
+RESULT_WORDS = ("pass", "fail", "neutral", "policy", "temperror", "permerror")
+"""RFC 8601 section 2.7.1 result words a signature can get."""
+
+
+class InternalError(Exception):
+    """Our own code failed on a message: not the message's fault.  InternalErrorAction decides."""
+
+
+@dataclass(frozen=True)
+class SignatureResult:
+    """What became of one signature."""
+
+    type: str  # "dkim" | "domainkeys"
+    domain: str
+    selector: str
+    algorithm: str
+    result: str  # one of RESULT_WORDS
+    reason: str
+    b: str = ""  # first 8 characters of b=, for header.b= (RFC 6008)
+    identity: Optional[str] = None
+    testing: bool = False
+    key_bits: Optional[int] = None
+    identity_source: Optional[str] = None  # DomainKeys: "from" | "sender", the field identity came from
+    internal: bool = False  # the result comes from a bug of ours, not from the message
+
+    def as_json(self) -> dict:
+        return {"type": self.type, "domain": self.domain, "selector": self.selector,
+                "algorithm": self.algorithm, "result": self.result, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """Every signature's result, in header order (top first), and the message-level methods."""
+
+    results: Tuple[SignatureResult, ...] = ()
+    not_checked: int = 0  # signatures beyond MaxSignatures
+    author_domain: Optional[str] = None  # the single author's domain, None when there is no single author
+    authors: Optional[Authors] = None  # every From address, and why there is no single author
+    adsp: Optional[str] = None  # RFC 5617 result word when ADSP ran
+    adsp_reason: Optional[str] = None
+    unverified_reason: Optional[str] = None  # why the message as a whole was not verified
+    arc: Optional[str] = None  # RFC 8617 chain result when the message has ARC sets
+    arc_reason: Optional[str] = None
+    internal_error: Optional[str] = None  # a bug of ours cost a result: InternalErrorAction applies
+
+    @property
+    def passed(self) -> bool:
+        return any(r.result == "pass" for r in self.results)

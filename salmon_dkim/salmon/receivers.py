@@ -43,7 +43,7 @@ from salmon import encoding, mail, routing
 from salmon import server as salmon_server
 from salmon._vendor import asyncore, smtpd
 
-from salmon_dkim.core.canon import to_crlf
+from salmon_dkim.core.message import to_crlf
 from salmon_dkim.core.policy import in_networks
 from salmon_dkim.core.results import Session
 

@@ -44,7 +44,7 @@ from salmon import mail
 from salmon.server import Relay, SMTPError
 
 from salmon_dkim.core.arc import sealer_from_settings
-from salmon_dkim.core.canon import to_crlf
+from salmon_dkim.core.message import to_crlf
 from salmon_dkim.core.listmail import is_list_mail, prepare_list_post
 from salmon_dkim.salmon.receivers import headers_changed, message_bytes
 from salmon_dkim.core.signer import SigningError
