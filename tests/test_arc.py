@@ -10,7 +10,7 @@ from conftest import message
 from peers import mail_dkim_arc_verify
 from salmon_dkim.core.arc import (ARCError, ARCSealer, arc_instance_count, arc_result, arrival_arc_result,
                              sealer_from_settings)
-from salmon_dkim.core.canon import to_crlf
+from salmon_dkim.core.message import to_crlf
 from salmon_dkim.config import DNSSettings, DomainKeys, ListSettings, Settings, SigningSettings
 from salmon_dkim.dns.resolver import NoRecord, ZoneResolver
 from salmon_dkim.core.keys import KeyStore, load_private_key
@@ -215,20 +215,20 @@ def test_ed25519_seal_passes_our_check(keys_dir, resolver):
 # -- the chain in the Verifier's report and our Authentication-Results ----------------
 
 def test_verifier_reports_an_arriving_chain_and_the_header_says_arc_pass(sealed, resolver):
-    from salmon_dkim.core.authres import authentication_results, parse
+    from salmon_dkim.core.authres import header_for, parse
     from salmon_dkim.core.verifier import Verifier
     report = Verifier(SETTINGS, resolver).verify(sealed)
     assert (report.arc, report.arc_reason) == ("pass", "1 ARC set verified, last sealed by example.com")
-    header = authentication_results("mx.example.org", report)
-    assert [(r.method, r.result) for r in parse(header).results] == [("dkim", "none"), ("arc", "pass")]
+    header = header_for("mx.example.org", report)
+    assert [(r.method, r.result) for r in parse(header)[1]] == [("dkim", "none"), ("arc", "pass")]
 
 
 def test_verifier_reports_a_broken_chain_as_arc_fail_with_its_reason(sealed, resolver):
-    from salmon_dkim.core.authres import authentication_results
+    from salmon_dkim.core.authres import header_for
     from salmon_dkim.core.verifier import Verifier
     report = Verifier(SETTINGS, resolver).verify(sealed.replace(b"noon", b"one"))
     assert report.arc == "fail"
-    assert "arc=fail reason=" in authentication_results("mx.example.org", report)
+    assert b"arc=fail reason=" in header_for("mx.example.org", report)
 
 
 def test_verifier_leaves_arc_out_without_a_chain_or_when_switched_off(sealed, resolver):

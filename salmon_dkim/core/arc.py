@@ -10,27 +10,25 @@ through a ``TXTResolver``, at most ``[DNS] MaxLookupsPerMessage`` per message.
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
-
-from salmon_dkim.core.canon import (Header, MessageFormatError, canon_body, canon_header, compact,
-                               parse_tags, select_headers, split_message, strip_b_value, to_crlf)
 from salmon_dkim.config import Settings
-from salmon_dkim.dns.resolver import BudgetedResolver, TXTResolver
+from salmon_dkim.core import crypto
+from salmon_dkim.core.authres import AuthResError, Clause, authserv_id_of, clause_text, parse
+from salmon_dkim.core.canon import body_hash, canon_header
+from salmon_dkim.core.dkim import header_data, own_field, signature_field
 from salmon_dkim.core.keyfetch import SignatureProblem, fetch_key
 from salmon_dkim.core.keys import KeyRecordError, key_name, parse_key_record
+from salmon_dkim.core.message import Header, Message, MessageFormatError, field_name
+from salmon_dkim.core.tags import compact, fold, parse_tags
+from salmon_dkim.dns.resolver import BudgetedResolver, TXTResolver
 
 AAR, AMS, SEAL = b"arc-authentication-results", b"arc-message-signature", b"arc-seal"
 ARC_FIELDS = (AAR, AMS, SEAL)
 RFC_MAX_INSTANCES = 50  # RFC 8617 section 4.2.1
-ALGORITHMS = {"rsa": "rsa-sha256", "ed25519": "ed25519-sha256"}
 
 # What a list's ARC-Message-Signature covers, when present (never ARC-Seal, never A-R).
 AMS_HEADERS = ("from", "to", "cc", "subject", "date", "message-id", "reply-to", "in-reply-to",
@@ -67,7 +65,7 @@ class ARCChainError(ValueError):
 
 
 def _name(header: Header) -> bytes:
-    return header[0].strip(b" \t").lower()
+    return field_name(header[0])
 
 
 def arc_sets(headers: Sequence[Header]) -> List[ARCSet]:
@@ -97,96 +95,39 @@ def arc_sets(headers: Sequence[Header]) -> List[ARCSet]:
     return sets
 
 
-def arc_instance_count(message: bytes) -> int:
+def arc_instance_count(message: Union[bytes, Message]) -> int:
     """The highest ARC instance number on a message (0 when it has none)."""
-    headers, _ = split_message(to_crlf(message))
-    found = [_instance(m.group(1)) for h in headers if _name(h) in ARC_FIELDS
+    if not isinstance(message, Message):
+        message = Message.parse(message)
+    found = [_instance(m.group(1)) for h in message.fields if _name(h) in ARC_FIELDS
              for m in [_INSTANCE.search(h[1])] if m]
     return max(found, default=0)
 
 
-def arrival_arc_result(message: bytes, authserv_id: str) -> Optional[str]:
+def our_clauses(message: Union[bytes, Message], authserv_id: str) -> List[Clause]:
+    """The results of the topmost Authentication-Results field with our authserv-id, read strictly.
+
+    Forged ones were removed before ours was added, so the top one is ours; one that does not
+    parse as we write it is not ours and gives nothing.
+    """
+    if not isinstance(message, Message):
+        message = Message.parse(message)
+    ours = authserv_id.strip().rstrip(".").lower()
+    for value in message.values(b"authentication-results"):
+        if authserv_id_of(value) == ours:
+            try:
+                return parse(value)[1]
+            except AuthResError:
+                return []
+    return []
+
+
+def arrival_arc_result(message: Union[bytes, Message], authserv_id: str) -> Optional[str]:
     """The arc= result our own Authentication-Results header recorded on arrival, if any."""
-    for text in _our_results(split_message(to_crlf(message))[0], authserv_id):
-        text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)  # a reason="..." may quote message text
-        match = re.search(r"(?:^|;)\s*arc\s*=\s*([a-z]+)", text, re.IGNORECASE)
-        if match:
-            return match.group(1).lower()
+    for clause in our_clauses(message, authserv_id):
+        if clause.method == "arc":
+            return clause.result
     return None
-
-
-def _our_results(headers: Sequence[Header], authserv_id: str) -> List[str]:
-    """The result part of each Authentication-Results field that carries our authserv-id."""
-    found = []
-    for name, value in headers:
-        if name.strip(b" \t").lower() != b"authentication-results":
-            continue
-        text = re.sub(r"\r\n[ \t]+", " ", value.decode("utf-8", "replace")).strip()
-        server, _, results = text.partition(";")
-        if server.split()[:1] == [authserv_id] and results.strip():
-            found.append(results.strip())
-    return found
-
-
-# --- signing and checking one signature --------------------------------------------------------
-
-def _sign(key, data: bytes) -> bytes:
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key.sign(hashlib.sha256(data).digest())  # RFC 8463: Ed25519 over the SHA-256 hash
-    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
-
-
-def _check(public, algorithm: str, signature: bytes, data: bytes) -> bool:
-    try:
-        if algorithm == "ed25519-sha256" and isinstance(public, ed25519.Ed25519PublicKey):
-            public.verify(signature, hashlib.sha256(data).digest())
-        elif algorithm == "rsa-sha256" and isinstance(public, rsa.RSAPublicKey):
-            public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            return False
-    except InvalidSignature:
-        return False
-    return True
-
-
-def _wrap(start: str, pieces: Sequence[str], width: int = 76) -> List[str]:
-    """Lines under ``width`` columns; a piece that starts a continuation line gets its leading space."""
-    lines = [start]
-    for piece in pieces:
-        if len(lines[-1]) + len(piece) > width and lines[-1].strip():
-            lines.append(" " + piece.lstrip(" "))
-        else:
-            lines[-1] += piece
-    return lines
-
-
-def _fold(name: str, tags: Sequence[Tuple[str, str]]) -> bytes:
-    """A header field with its tags folded under 78 columns and b= on lines of its own."""
-    pieces = []
-    for tag, value in tags:
-        if tag == "h":
-            names = value.split(":")
-            pieces += [" h=" + names[0]] + [":" + n for n in names[1:]]
-            pieces[-1] += ";"
-        elif tag != "b":
-            pieces.append(f" {tag}={value};")
-    lines = _wrap(name + ":", pieces + [" b="])
-    b64 = dict(tags).get("b", "")
-    lines += [" " + b64[i:i + 70] for i in range(0, len(b64), 70)]
-    return "\r\n".join(lines).encode("ascii") + b"\r\n"
-
-
-def _signed_field(name: str, tags: List[Tuple[str, str]], key, data: bytes) -> bytes:
-    """The field with b= over data + the field itself (b= empty, relaxed, no final CRLF)."""
-    data += _own_field(*_split(_fold(name, tags + [("b", "")])), "relaxed")
-    signature = base64.b64encode(_sign(key, data)).decode("ascii")
-    return _fold(name, tags + [("b", signature)])
-
-
-def _own_field(name: bytes, value: bytes, method: str) -> bytes:
-    """A signature's own field as it signs itself: b= empty, canonicalized, no final CRLF."""
-    field = canon_header(name, strip_b_value(value), method)
-    return field[:-2] if field.endswith(b"\r\n") else field
 
 
 def _chain_input(sets: Sequence[ARCSet]) -> bytes:
@@ -205,7 +146,7 @@ class ARCSealer:
         self.domain, self.selector, self.key = domain, selector, key
         self.authserv_id = authserv_id
         self.headers = tuple(h.lower() for h in headers)
-        self.algorithm = ALGORITHMS[key.algorithm]
+        self.algorithm = crypto.SIGNING_ALGORITHM[key.algorithm]
         self.clock = clock
 
     def seal(self, message: bytes, cv: Optional[str] = None, *, results: Optional[str] = None,
@@ -217,13 +158,12 @@ class ARCSealer:
         our own Authentication-Results fields.  ARCError when the message already has
         ``max_instances`` sets or ``cv`` is missing for a message that has a chain.
         """
-        message = to_crlf(message)
-        headers, body = split_message(message)
+        msg = Message.parse(message)
         try:
-            previous = arc_sets(headers)
+            previous = arc_sets(msg.fields)
         except ARCChainError:
             previous, cv = [], "fail"
-        instance = arc_instance_count(message) + 1
+        instance = arc_instance_count(msg) + 1
         if instance > min(max_instances, RFC_MAX_INSTANCES):
             raise ARCError(f"the message already carries {instance - 1} ARC sets; "
                            f"MaxARCInstances is {max_instances}")
@@ -234,39 +174,37 @@ class ARCSealer:
         elif cv != "pass":
             cv = "fail"  # "none" past i=1 means the chain was not there on arrival: it is broken
         now = str(int(self.clock()))
-        aar = self._aar(instance, headers, cv, results)
-        ams = self._ams(instance, headers, body, now)
+        aar = self._aar(instance, msg, cv, results)
+        ams = self._ams(instance, msg, now)
         new = ARCSet(instance, _split(aar), _split(ams), (b"ARC-Seal", b""))
         chain = ([] if cv == "fail" else previous) + [new]  # a failed chain: seal only our own set
         seal_tags = [("i", str(instance)), ("a", self.algorithm), ("t", now), ("cv", cv),
                      ("d", self.domain), ("s", self.selector)]
-        seal = _signed_field("ARC-Seal", seal_tags, self.key.key, _chain_input(chain))
-        return seal + ams + aar + message
+        seal = signature_field("ARC-Seal", seal_tags, (), _chain_input(chain), self.key, self.algorithm, "relaxed")
+        return seal + ams + aar + msg.data
 
-    def _aar(self, instance: int, headers, cv: str, results: Optional[str]) -> bytes:
-        if results is None:
-            results = "; ".join(_our_results(headers, self.authserv_id)) or "none"
-        if instance > 1 and not re.search(r"(?:^|;)\s*arc\s*=", results):
-            results += f"; arc={cv}"
+    def _aar(self, instance: int, msg: Message, cv: str, results: Optional[str]) -> bytes:
+        texts = [r.strip() for r in results.split(";")] if results is not None else [
+            clause_text(c) for c in our_clauses(msg, self.authserv_id)]
+        if instance > 1 and not any(re.match(r"arc\s*=", t, re.IGNORECASE) for t in texts):
+            texts.append(f"arc={cv}")
+        texts = [t for t in texts if t] or ["none"]
         lines = [f"ARC-Authentication-Results: i={instance}; {self.authserv_id};"]
-        for result in results.split("; "):  # one result a line, long ones folded between words
-            first, *rest = result.split(" ")
-            lines += _wrap(" " + first, [" " + word for word in rest])
-            lines[-1] += ";"
-        return "\r\n".join(lines)[:-1].encode("utf-8") + b"\r\n"
+        for i, text in enumerate(texts):  # one result a line, long ones folded between words
+            end = ";" if i < len(texts) - 1 else ""
+            lines += fold("", [" " + word for word in (text + end).split(" ")])
+        return "\r\n".join(lines).encode("utf-8") + b"\r\n"
 
-    def _ams(self, instance: int, headers, body: bytes, now: str) -> bytes:
-        present = {_name(h).decode("ascii", "replace") for h in headers}
-        names = [h for h in self.headers if h in present]
+    def _ams(self, instance: int, msg: Message, now: str) -> bytes:
+        names = [h for h in self.headers if msg.count(h.encode("ascii"))]
         if "from" not in names:
             raise ARCError("the message has no From field to sign")
-        body_hash = base64.b64encode(hashlib.sha256(canon_body(body, "relaxed")).digest()).decode()
-        data = b"".join(canon_header(n, v, "relaxed")
-                        for n, v in select_headers(headers, [n.encode() for n in names]))
+        digest, _ = body_hash(msg.data, "relaxed", start=msg.body_offset)
+        data = header_data(msg.fields, [n.encode("ascii") for n in names], "relaxed")
         tags = [("i", str(instance)), ("a", self.algorithm), ("c", "relaxed/relaxed"),
-                ("d", self.domain), ("s", self.selector), ("t", now), ("h", ":".join(names)),
-                ("bh", body_hash)]
-        return _signed_field("ARC-Message-Signature", tags, self.key.key, data)
+                ("d", self.domain), ("s", self.selector), ("t", now),
+                ("bh", base64.b64encode(digest).decode("ascii"))]
+        return signature_field("ARC-Message-Signature", tags, names, data, self.key, self.algorithm, "relaxed")
 
 
 def _split(field: bytes) -> Header:
@@ -328,7 +266,7 @@ def _text(value: bytes) -> str:
     return value.decode("ascii", "replace")
 
 
-def _verify_ams(arc_set: ARCSet, headers: Sequence[Header], body: bytes, keys: _KeyFetcher) -> None:
+def _verify_ams(arc_set: ARCSet, msg: Message, keys: _KeyFetcher) -> None:
     tags = _tags(arc_set.ams, [b"i", b"a", b"b", b"bh", b"d", b"h", b"s"])
     label = f"ARC-Message-Signature i={arc_set.instance}"
     header_canon, _, body_canon = _text(tags.get(b"c", b"relaxed/relaxed")).partition("/")
@@ -338,14 +276,11 @@ def _verify_ams(arc_set: ARCSet, headers: Sequence[Header], body: bytes, keys: _
     names = [n.strip() for n in compact(tags[b"h"]).split(b":")]
     if b"arc-seal" in (n.lower() for n in names):
         raise ARCChainError(f"{label} signs ARC-Seal, which RFC 8617 forbids")
-    body_hash = base64.b64encode(hashlib.sha256(canon_body(body, body_canon)).digest())
-    if body_hash != compact(tags[b"bh"]):
+    digest, _ = body_hash(msg.data, body_canon, start=msg.body_offset)
+    if base64.b64encode(digest) != compact(tags[b"bh"]):
         raise ARCChainError(f"{label}: the body hash does not match (the body was changed)")
-    data = b"".join(canon_header(n, v, header_canon) for n, v in select_headers(headers, names))
-    data += _own_field(*arc_set.ams, header_canon)
-    public = keys.get(_text(tags[b"s"]), _text(tags[b"d"]))
-    if not _check(public, _text(tags[b"a"]), _b64(tags[b"b"], label), data):
-        raise ARCChainError(f"{label} does not verify (d={_text(tags[b'd'])}, s={_text(tags[b's'])})")
+    data = header_data(msg.fields, names, header_canon) + own_field(*arc_set.ams, header_canon)
+    _check(keys, tags, label, data)
 
 
 def _verify_seal(sets: Sequence[ARCSet], keys: _KeyFetcher) -> None:
@@ -354,10 +289,19 @@ def _verify_seal(sets: Sequence[ARCSet], keys: _KeyFetcher) -> None:
     label = f"ARC-Seal i={arc_set.instance}"
     if b"h" in tags:
         raise ARCChainError(f"{label} has an h= tag, which RFC 8617 forbids")
+    _check(keys, tags, label, _chain_input(sets) + own_field(*arc_set.seal, "relaxed"))
+
+
+def _check(keys: "_KeyFetcher", tags: Dict[bytes, bytes], label: str, data: bytes) -> None:
+    """ARCChainError unless b= verifies over ``data`` with the key d= and s= name."""
+    algorithm = _text(tags[b"a"]).lower()
+    if algorithm not in ("rsa-sha256", "ed25519-sha256"):
+        raise ARCChainError(f"{label}: a={algorithm[:30]} is not an ARC algorithm")
     public = keys.get(_text(tags[b"s"]), _text(tags[b"d"]))
-    data = _chain_input(sets) + _own_field(*arc_set.seal, "relaxed")
-    if not _check(public, _text(tags[b"a"]), _b64(tags[b"b"], label), data):
-        raise ARCChainError(f"{label} does not verify (d={_text(tags[b'd'])}, s={_text(tags[b's'])})")
+    try:
+        crypto.verify(public, algorithm, _b64(tags[b"b"], label), data)
+    except crypto.BadSignature:
+        raise ARCChainError(f"{label} does not verify (d={_text(tags[b'd'])}, s={_text(tags[b's'])})") from None
 
 
 def _b64(value: bytes, label: str) -> bytes:
@@ -367,15 +311,14 @@ def _b64(value: bytes, label: str) -> bytes:
         raise ARCChainError(f"{label}: b= is not base64") from None
 
 
-def _verify_chain(message: bytes, resolver: TXTResolver, settings: Settings) -> Tuple[str, str]:
-    headers, body = split_message(to_crlf(message))
-    count = arc_instance_count(message)
+def _verify_chain(msg: Message, resolver: TXTResolver, settings: Settings) -> Tuple[str, str]:
+    count = arc_instance_count(msg)
     if count == 0:
         return "none", "no ARC sets"
     cap = min(settings.lists.max_arc_instances, RFC_MAX_INSTANCES)
     if count > cap:
         return "fail", f"{count} ARC sets, more than MaxARCInstances ({cap})"
-    sets = arc_sets(headers)
+    sets = arc_sets(msg.fields)
     for arc_set in sets:
         cv = _text(_tags(arc_set.seal, [b"cv"])[b"cv"]).lower()
         wanted = "none" if arc_set.instance == 1 else "pass"
@@ -383,14 +326,14 @@ def _verify_chain(message: bytes, resolver: TXTResolver, settings: Settings) -> 
             raise ARCChainError(f"ARC-Seal i={arc_set.instance} has cv={cv}, not cv={wanted}")
     keys = _KeyFetcher(BudgetedResolver(resolver, settings.dns.max_lookups_per_message),
                        settings.verification.min_key_bits)
-    _verify_ams(sets[-1], headers, body, keys)
+    _verify_ams(sets[-1], msg, keys)
     for last in range(len(sets), 0, -1):
         _verify_seal(sets[:last], keys)
     return "pass", f"{len(sets)} ARC set{'s' if len(sets) > 1 else ''} verified, " \
                    f"last sealed by {_text(_tags(sets[-1].seal, [b'd'])[b'd'])}"
 
 
-def arc_result(message: bytes, resolver: TXTResolver, settings: Settings) -> Tuple[str, str]:
+def arc_result(message: Union[bytes, Message], resolver: TXTResolver, settings: Settings) -> Tuple[str, str]:
     """The ARC chain on a received message: ("pass" | "fail" | "none" | "temperror", reason) for arc= in A-R.
 
     "temperror": a key could not be fetched for now; the chain is neither good nor bad, and a
@@ -400,7 +343,8 @@ def arc_result(message: bytes, resolver: TXTResolver, settings: Settings) -> Tup
     than ``[DomainKeys] MaxARCInstances`` fails without lookups.  Never raises on message content.
     """
     try:
-        return _verify_chain(message, resolver, settings)
+        return _verify_chain(message if isinstance(message, Message) else Message.parse(message), resolver,
+                             settings)
     except ARCChainError as exc:
         return "fail", str(exc)
     except ARCTemporaryError as exc:

@@ -1,152 +1,364 @@
-"""The Authentication-Results header (RFC 8601) for a verified message, built with authres.
+"""Authentication-Results (RFC 8601): the header we write, the one reader of ours, and forged copies removed.
 
-One header per message, one ``dkim=`` result per signature checked (RFC 6008
-``header.b`` tells apart two signatures of one domain) or ``domainkeys=`` per
-DomainKey-Signature (``header.d`` and ``header.from`` or ``header.sender``, as
-RFC 8601 registers them), ``dkim=none`` when
-unsigned, ``arc=`` when the message carries an ARC chain (RFC 8617), ``dkim-adsp=``
-(the RFC 5617 method name) when ADSP ran.  Incoming
-headers that claim our authserv-id are forged or stale and are removed first
-(RFC 8601 section 5).
+We write the header ourselves rather than with authres, because authres writes
+a property value holding "@" as it is, and a ";" in such a value (an address
+from the message, a reason) would start a new clause.  Here every value is a
+token, a strict ``local-part@domain``, or a correctly quoted string, whatever
+it contains (RFC 8601 section 2.2), and reasons never carry raw control or
+8-bit characters.  :func:`parse` is a strict reader of the same grammar:
+whatever we write, it reads back as written; whatever does not fit is an
+error, never a guess.  authres stays the independent reader the tests check
+our header against.
+
+Incoming fields that claim our authserv-id are forged or stale and go before
+ours is added (RFC 8601 section 5), also when a mail reader would see them
+where we would not: behind a bare CR or LF inside another field (Python's
+email parser, and so a Salmon handler, breaks lines there), with the id as an
+encoded word, or with a trailing dot.
 """
 from __future__ import annotations
 
+import email.header
 import re
-from typing import List, Optional
+from dataclasses import dataclass, field
+from typing import Iterable, List, Optional, Sequence, Tuple
 
-import authres
-import authres.arc
-import authres.dkim_adsp
-import authres.dkim_b
-from authres.core import AuthenticationResult, AuthenticationResultProperty
-from authres.dkim_adsp import DKIMADSPAuthenticationResult
+from salmon_dkim.core.message import remove_fields
+from salmon_dkim.core.results import SignatureResult, VerificationReport
+from salmon_dkim.core.tags import fold
 
-from salmon_dkim.core.canon import remove_fields
-from salmon_dkim.core.verifier import VerificationReport
-
+FIELD = "Authentication-Results"
 MAX_LINE = 78
-_REASON_LIMIT = 120
-_PARSER = authres.FeatureContext(authres.dkim_b, authres.dkim_adsp, authres.arc)
+REASON_LIMIT = 120
+
+_TSPECIALS = '()<>@,;:\\"/[]?='
+_TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")  # RFC 2045 token: CHAR but SPACE, CTLs, tspecials
+_ADDRESS = re.compile(r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)?"
+                      r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
+_KEYWORD = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
+_DIGITS = re.compile(r"[0-9]+")
 
 
-def _reason(text) -> str:
-    """A reason as a quoted-string authres reads back as written: no quotes or backslashes to escape."""
-    return (text or "").replace('"', "'").replace("\\", "/")[:_REASON_LIMIT] or None
+class AuthResError(ValueError):
+    """An Authentication-Results value that does not follow RFC 8601's grammar."""
 
 
-_DOMAIN = re.compile(r"[A-Za-z0-9_.-]+")
-_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9_.-]+")  # dot-atom: authres writes it unquoted
+@dataclass(frozen=True)
+class Property:
+    """``ptype.name=value``, e.g. header.d=example.com."""
+
+    ptype: str
+    name: str
+    value: str
 
 
-def _domainkeys_properties(r) -> List[AuthenticationResultProperty]:
-    """header.d, and header.from or header.sender: the sending address d= was checked against."""
-    props = [AuthenticationResultProperty("header", "d", r.domain)] if _DOMAIN.fullmatch(r.domain) else []
-    if r.identity_source in ("from", "sender") and r.identity and _ADDRESS.fullmatch(r.identity):
-        props.append(AuthenticationResultProperty("header", r.identity_source, r.identity))
-    return props
+@dataclass(frozen=True)
+class Clause:
+    """One result: ``method=result (comment) reason="..." ptype.name=value ...``."""
+
+    method: str
+    result: str
+    reason: Optional[str] = None
+    comment: Optional[str] = None
+    properties: Tuple[Property, ...] = field(default=())
+
+    def prop(self, ptype: str, name: str) -> Optional[str]:
+        """The value of the first ``ptype.name`` property, or None."""
+        for p in self.properties:
+            if (p.ptype, p.name) == (ptype, name):
+                return p.value
+        return None
 
 
-def _dkim_result(r) -> AuthenticationResult:
+# -- writing ---------------------------------------------------------------------------------------
+
+def printable(text: str, limit: Optional[int] = None) -> str:
+    """Text as we write it in a header: printable ASCII only (anything else becomes "?"), cut at limit."""
+    text = _UNPRINTABLE.sub("?", text if limit is None else text[:limit])
+    return text
+
+
+def quote(text: str) -> str:
+    """A quoted-string (RFC 5322) holding ``text``: backslash and double quote escaped."""
+    return '"' + printable(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def value(text: str) -> str:
+    """A property value as RFC 8601 allows it: a token or local-part@domain as it is, else quoted."""
+    if _TOKEN.fullmatch(text) or (_ADDRESS.fullmatch(text) and len(text) <= 254):
+        return text
+    return quote(text)
+
+
+def clause_text(clause: Clause) -> str:
+    """One clause as we write it: ``method=result (comment) reason=\"...\" ptype.name=value ...``."""
+    for word in (clause.method, clause.result):
+        if not _KEYWORD.fullmatch(word):
+            raise ValueError(f"{word!r} is not an RFC 8601 keyword")
+    parts = [f"{clause.method}={clause.result}"]
+    if clause.comment:
+        parts.append("(" + re.sub(r"[()\\]", "", printable(clause.comment)) + ")")
+    if clause.reason:
+        parts.append("reason=" + quote(printable(clause.reason, REASON_LIMIT)))
+    for p in clause.properties:
+        if not (_KEYWORD.fullmatch(p.ptype) and _KEYWORD.fullmatch(p.name)):
+            raise ValueError(f"{p.ptype}.{p.name} is not an RFC 8601 property name")
+        parts.append(f"{p.ptype}.{p.name}={value(p.value)}")
+    return " ".join(parts)
+
+
+def write(authserv_id: str, clauses: Sequence[Clause]) -> bytes:
+    """``Authentication-Results: ID; ...`` CRLF-terminated: one clause a line, folded at spaces within 78.
+
+    No clauses: ``ID; none`` (RFC 8601 section 2.2).  ValueError for an id that is not a token
+    (the configuration refuses those at load time).
+    """
+    if not _TOKEN.fullmatch(authserv_id):
+        raise ValueError(f"authserv-id {authserv_id!r} is not a token")
+    texts = [clause_text(c) for c in clauses] or ["none"]
+    lines = [f"{FIELD}: {authserv_id};"]
+    for i, text in enumerate(texts):
+        end = ";" if i < len(texts) - 1 else ""
+        lines += fold("", [" " + word for word in (text + end).split(" ")], MAX_LINE)
+    return "\r\n".join(lines).encode("ascii") + b"\r\n"
+
+
+def signature_clause(r: SignatureResult) -> Clause:
+    """``dkim=`` (header.d, .s, .a and RFC 6008 .b) or ``domainkeys=`` (header.d and header.from or
+    header.sender, the address d= was checked against) for one signature."""
     if r.type == "domainkeys":
-        props = _domainkeys_properties(r)
+        props = [("d", r.domain)] + ([(r.identity_source, r.identity)] if r.identity_source in ("from", "sender")
+                                     and r.identity else [])
     else:
-        props = [AuthenticationResultProperty("header", name, value)
-                 for name, value in (("d", r.domain), ("s", r.selector), ("a", r.algorithm), ("b", r.b))
-                 if value and re.fullmatch(r"[\x21-\x7e]+", value)]
-    reason = None if r.result == "pass" else _reason(r.reason)
-    return AuthenticationResult(r.type, result=r.result, reason=reason,
-                                result_comment="test mode key" if r.testing else None, properties=props)
+        props = [("d", r.domain), ("s", r.selector), ("a", r.algorithm), ("b", r.b)]
+    return Clause(r.type, r.result, None if r.result == "pass" else r.reason,
+                  "test mode key" if r.testing else None,
+                  tuple(Property("header", name, text) for name, text in props if text))
 
 
-def authentication_results(authserv_id: str, report: VerificationReport) -> str:
-    """``Authentication-Results: ID; dkim=...`` with CRLF: one line per result, folded at spaces within 78."""
-    results: List = [_dkim_result(r) for r in report.results]
-    if not results:
-        results.append(AuthenticationResult("dkim", result="none",
-                                            reason=_reason(report.unverified_reason)))
+def report_clauses(report: VerificationReport) -> List[Clause]:
+    """The clauses of a verification: one per signature (``dkim=none`` when unsigned), then arc= and
+    dkim-adsp= when they ran."""
+    clauses = [signature_clause(r) for r in report.results]
+    if not clauses:
+        clauses.append(Clause("dkim", "none", report.unverified_reason))
     if report.arc:
-        results.append(AuthenticationResult("arc", result=report.arc,
-                                            reason=None if report.arc == "pass" else _reason(report.arc_reason)))
+        clauses.append(Clause("arc", report.arc, None if report.arc == "pass" else report.arc_reason))
     if report.adsp:
-        results.append(DKIMADSPAuthenticationResult(
-            result=report.adsp, header_from=report.author_domain or None,
-            reason=None if report.adsp == "pass" else _reason(report.adsp_reason)))
-    header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=results)
-    clauses = [str(result) for result in header.results]
-    lines = [f"{header.HEADER_FIELD_NAME}: {header.authserv_id};"]
-    lines += [fold(" " + clause + (";" if i < len(clauses) - 1 else "")) for i, clause in enumerate(clauses)]
-    return "\r\n".join(lines) + "\r\n"
+        domains = report.authors.domains if report.authors else ()
+        clauses.append(Clause("dkim-adsp", report.adsp, None if report.adsp == "pass" else report.adsp_reason,
+                              properties=(Property("header", "from", domains[0]),) if domains else ()))
+    return clauses
 
 
-def fold(line: str, width: int = MAX_LINE) -> str:
-    """Break a header line before spaces so that lines stay within ``width`` where a word allows.
+def header_for(authserv_id: str, report: VerificationReport, extra: Sequence[Clause] = ()) -> bytes:
+    """Our Authentication-Results field for a verification, with ``extra`` clauses after its own."""
+    return write(authserv_id, report_clauses(report) + list(extra))
 
-    Folding before an existing space keeps the unfolded text identical, quoted strings included.
+
+def auth_clause(user: str) -> Clause:
+    """``auth=pass smtp.auth=USER`` for a session that authenticated (RFC 8601 section 2.7.4)."""
+    return Clause("auth", "pass", properties=(Property("smtp", "auth", user),))
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+class _Reader:
+    """A strict single-pass reader of an Authentication-Results value (RFC 8601 section 2.2)."""
+
+    _COMMENT_LIMIT = 64
+
+    def __init__(self, text: str) -> None:
+        self.text, self.i, self.comments = text, 0, []
+
+    def cfws(self) -> None:
+        text, n = self.text, len(self.text)
+        while self.i < n:
+            c = text[self.i]
+            if c in " \t\r\n":
+                self.i += 1
+            elif c == "(":
+                self.comments.append(self.comment())
+            else:
+                return
+
+    def comment(self) -> str:
+        text, start, depth = self.text, self.i, 0
+        while self.i < len(text):
+            c = text[self.i]
+            if c == "\\":
+                self.i += 2
+                continue
+            if c == "(":
+                depth += 1
+                if depth > self._COMMENT_LIMIT:
+                    raise AuthResError("comments nested too deep")
+            elif c == ")":
+                depth -= 1
+                if depth == 0:
+                    self.i += 1
+                    return text[start + 1:self.i - 1]
+            self.i += 1
+        raise AuthResError("a comment is not closed")
+
+    def expect(self, char: str) -> None:
+        self.cfws()
+        if not self.text.startswith(char, self.i):
+            raise AuthResError(f"expected {char!r} at {self.i}")
+        self.i += 1
+
+    def at(self, char: str) -> bool:
+        self.cfws()
+        return self.text.startswith(char, self.i)
+
+    def match(self, pattern: re.Pattern, what: str) -> str:
+        self.cfws()
+        found = pattern.match(self.text, self.i)
+        if not found:
+            raise AuthResError(f"expected {what} at {self.i}")
+        self.i = found.end()
+        return found.group()
+
+    def quoted(self) -> str:
+        text, out = self.text, []
+        self.i += 1
+        while self.i < len(text):
+            c = text[self.i]
+            if c == "\\" and self.i + 1 < len(text):
+                out.append(text[self.i + 1])
+                self.i += 2
+            elif c == '"':
+                self.i += 1
+                return re.sub(r"\r\n(?=[ \t])", "", "".join(out))
+            else:
+                out.append(c)
+                self.i += 1
+        raise AuthResError("a quoted string is not closed")
+
+    def value(self) -> str:
+        """A token, local-part@domain, or quoted-string."""
+        self.cfws()
+        if self.text.startswith('"', self.i):
+            return self.quoted()
+        found = _ADDRESS.match(self.text, self.i)
+        token = _TOKEN.match(self.text, self.i)
+        best = max((m for m in (found, token) if m), key=lambda m: m.end(), default=None)
+        if best is None:
+            raise AuthResError(f"expected a value at {self.i}")
+        self.i = best.end()
+        return best.group()
+
+
+def parse(value: "bytes | str") -> Tuple[str, List[Clause]]:
+    """(authserv-id, clauses) of an Authentication-Results value (after the colon), strictly.
+
+    Accepts exactly RFC 8601's grammar: what :func:`write` writes reads back as written.
+    AuthResError for anything else.
     """
-    lines, current = [], ""
-    for word in re.split(r"(?= )", line):
-        if current and len(current) + len(word) > width:
-            lines.append(current)
-            current = word
-        else:
-            current += word
-    lines.append(current)
-    return "\r\n".join(lines)
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    if text.lower().startswith(FIELD.lower() + ":"):
+        text = text[len(FIELD) + 1:]
+    reader = _Reader(text)
+    authserv_id = reader.value()
+    reader.cfws()
+    if text[reader.i:reader.i + 1].isdigit():  # authres-version
+        reader.match(_DIGITS, "a version")
+    clauses: List[Clause] = []
+    reader.expect(";")
+    reader.cfws()
+    if re.match(r"none\s*$", text[reader.i:], re.IGNORECASE) and not clauses:
+        return authserv_id, []
+    while True:
+        method = reader.match(_KEYWORD, "a method").lower()
+        if reader.at("/"):
+            reader.expect("/")
+            reader.match(_DIGITS, "a method version")
+        reader.expect("=")
+        result = reader.match(_KEYWORD, "a result").lower()
+        reader.comments.clear()
+        reader.cfws()
+        comment = reader.comments[0] if reader.comments else None
+        reason = None
+        props: List[Property] = []
+        while not reader.at(";") and reader.i < len(text):
+            name = reader.match(_KEYWORD, "a property").lower()
+            if name == "reason" and reader.at("=") and not props and reason is None:
+                reader.expect("=")
+                reason = reader.value()
+                continue
+            reader.expect(".")
+            prop = reader.match(_KEYWORD, "a property name").lower()
+            reader.expect("=")
+            props.append(Property(name, prop, reader.value()))
+            reader.cfws()
+        clauses.append(Clause(method, result, reason, comment, tuple(props)))
+        if reader.i >= len(text):
+            return authserv_id, clauses
+        reader.expect(";")
+        reader.cfws()
+        if reader.i >= len(text):  # a ";" after the last clause
+            return authserv_id, clauses
 
 
-def parse(header: str):
-    """authres's reading of one Authentication-Results header (for tests and tools)."""
-    return _PARSER.parse(re.sub(r"\r?\n(?=[ \t])", "", header).rstrip("\r\n"))
+# -- whose header is it ------------------------------------------------------------------------------
+
+_SCAN_LIMIT = 16384  # bytes before the authserv-id (comments); beyond that nothing legitimate
 
 
-_OUTSIDE = re.compile(rb'[ \t\r\n]+|\(|"((?:[^"\\]|\\.)*)"|([^ \t\r\n()";]+)|.', re.DOTALL)
-_IN_COMMENT = re.compile(rb"[^()\\]+|\\.|[()]|\\", re.DOTALL)
-
-
-_SCAN_LIMIT = 16384  # bytes of comments before the authserv-id; beyond that nothing legitimate
-
-
-def _authserv_id(value: bytes) -> Optional[bytes]:
-    """The authserv-id (a token or a quoted-string), after CFWS with nested comments.
-
-    b"" when there is none; None when it is not found within _SCAN_LIMIT bytes (hostile).
-    """
-    i, depth = 0, 0
-    while i < len(value):
-        if i > _SCAN_LIMIT:
+def authserv_id_of(value: bytes) -> Optional[str]:
+    """The authserv-id a field value claims, as a mail reader would see it: lower case, no trailing dot,
+    encoded words decoded.  "" when the value is empty; None when it cannot be read (treated as forged)."""
+    text = value[:_SCAN_LIMIT].decode("utf-8", "replace")
+    if "=?" in text[:2048]:  # a Salmon handler reads the header with encoded words decoded
+        try:
+            text = str(email.header.make_header(email.header.decode_header(text[:2048])))
+        except (ValueError, LookupError, UnicodeError):
             return None
-        if depth:
-            token = _IN_COMMENT.match(value, i).group()
-            depth += {b"(": 1, b")": -1}.get(token, 0)
-        else:
-            found = _OUTSIDE.match(value, i)
-            token = found.group()
-            if token == b"(":
-                depth = 1
-            elif found.group(1) is not None:
-                return re.sub(rb"\\(.)", rb"\1", found.group(1)).lower()
-            elif found.group(2) is not None:
-                return found.group(2).lower()
-            elif token.strip(b" \t\r\n"):
-                return b""
-        i += len(token)
-    return b""
+    reader = _Reader(text)
+    try:
+        reader.cfws()
+        if reader.i >= len(text):
+            return None if len(value) > _SCAN_LIMIT else ""
+        return reader.value().strip().rstrip(".").lower()
+    except AuthResError:
+        return None
 
 
-def remove_ours(message: bytes, authserv_id: str) -> bytes:
-    """The message without Authentication-Results headers whose authserv-id is ours.
+_HIDDEN_LINE = re.compile(rb"(?:\r(?!\n)|(?<!\r)\n)(?![ \t])")
+
+
+def _visible_fields(field: bytes) -> List[Tuple[bytes, bytes]]:
+    """(name, value) of each field a mail reader may see in one of ours: the field itself, and any
+    that starts after a bare CR or LF inside it (Python's email parser breaks lines there)."""
+    found = []
+    for line in _HIDDEN_LINE.split(field):
+        name, colon, rest = line.partition(b":")
+        if colon:
+            found.append((name.strip(b" \t").lower(), rest))
+    return found
+
+
+def remove_ours(message: bytes, authserv_id: str, others: Iterable[str] = ()) -> bytes:
+    """The message without fields claiming to be ours: Authentication-Results with our authserv-id,
+    and any field named in ``others`` (our score header), wherever a reader would see them.
 
     Every other byte is kept as it was, line endings included.
     """
-    ours = authserv_id.strip().lower().encode("utf-8")
-    # None: an id buried under comments, treated as forged
-    return remove_fields(message, lambda name, value: name == b"authentication-results"
-                         and _authserv_id(value) in (ours, None))
+    ours = authserv_id.strip().rstrip(".").lower()
+    names = {o.strip().lower().encode("ascii") for o in others if o}
 
+    def claims(name: bytes, value: bytes) -> bool:
+        if name in names:
+            return True
+        if name == b"authentication-results" and authserv_id_of(value) in (ours, None):
+            return True
+        return False
 
-def add_header_on_top(message: bytes, header: str) -> bytes:
-    """``header`` (ending in CRLF) put above all others, in the message's own line-ending style."""
-    data = header.encode("utf-8")
-    if b"\r\n" not in message and b"\n" in message:
-        data = data.replace(b"\r\n", b"\n")
-    return data + message
+    def drop(name: bytes, value: bytes) -> bool:
+        if claims(name, value):
+            return True
+        return bool(_HIDDEN_LINE.search(value)) and any(
+            claims(n, v) for n, v in _visible_fields(name + b":" + value)[1:])
+
+    return remove_fields(message, drop)

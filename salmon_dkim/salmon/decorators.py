@@ -36,16 +36,16 @@ from __future__ import annotations
 import email.utils
 import functools
 import logging
-import re
-from typing import Optional
+import time
+from typing import Optional, Tuple
 
 from salmon.server import SMTPError
 
-from salmon_dkim.core import authres as authresults
+from salmon_dkim.core import authres
+from salmon_dkim.core.message import Message, MessageFormatError, prepend
 from salmon_dkim.salmon import receivers
-from salmon_dkim.core.canon import remove_fields
 from salmon_dkim.core.policy import decide, exempt, in_networks
-from salmon_dkim.core.results import Outcome, Session
+from salmon_dkim.core.results import InternalError, Outcome, Session
 from salmon_dkim.salmon.receivers import message_bytes, replace_data
 
 __all__ = ["dkim_verify", "dkim_sign", "apply_verification", "apply_signing",
@@ -54,10 +54,6 @@ __all__ = ["dkim_verify", "dkim_sign", "apply_verification", "apply_signing",
 LOG = logging.getLogger("salmon_dkim.salmon.decorators")
 
 TEMPFAIL_TEXT = "4.3.0 DKIM processing failed; try again later"
-
-
-class InternalError(Exception):
-    """Our own code failed on a message (not the message's fault, not the handler's)."""
 
 
 def session_of(message, settings) -> Session:
@@ -98,26 +94,28 @@ def _decorator(wrap_message, func=None, context=None):
     return decorate(func) if func is not None else decorate
 
 
-def _message_id(data: bytes) -> Optional[str]:
-    found = re.search(rb"(?im)^message-id:[ \t]*(<[^>\r\n]{1,250}>)", data[:65536])
-    return found.group(1).decode("ascii", "replace") if found else None
+def _parse(data: bytes) -> Tuple[Optional[Message], Message]:
+    """(the message parsed, or None when it is malformed; a lenient parse for the logs)."""
+    try:
+        parsed = Message(data)
+        return parsed, parsed
+    except MessageFormatError:
+        return None, Message(data, lenient=True)
 
 
 # -- verification ---------------------------------------------------------------
 
-def _strip_fields(data: bytes, name: str) -> bytes:
-    """Remove every header field called ``name`` (with its continuation lines)."""
-    name_bytes = name.lower().encode("ascii")
-    return remove_fields(data, lambda field, _value: field == name_bytes)
-
-
-def _ours_on_top(data: bytes, options, authentication_results: str, score: float) -> bytes:
-    """Incoming headers that claim to be ours (A-R with our id, our score header) replaced by ours."""
-    data = authresults.remove_ours(data, options.authserv_id)
+def _ours_on_top(data: bytes, options, header: bytes, score: float) -> bytes:
+    """Incoming fields that claim to be ours (A-R with our id, our score header) replaced by ours."""
+    data = authres.remove_ours(data, options.authserv_id, [options.score_header])
     if options.score_header:
-        data = authresults.add_header_on_top(_strip_fields(data, options.score_header),
-                                             f"{options.score_header}: {score:g}\r\n")
-    return authresults.add_header_on_top(data, authentication_results) if authentication_results else data
+        header += f"{options.score_header}: {score:g}\r\n".encode("ascii")
+    return prepend(data, header)
+
+
+def _header(options, report, session) -> bytes:
+    extra = [authres.auth_clause(session.user)] if session.authenticated and session.user else []
+    return authres.header_for(options.authserv_id, report, extra)
 
 
 def apply_verification(message, context) -> None:
@@ -129,32 +127,34 @@ def apply_verification(message, context) -> None:
     options = settings.verification
     try:
         data = message_bytes(message)
+        parsed, readable = _parse(data)
         session = session_of(message, settings)
         skip = exempt(session, settings)
         if skip:
             if options.enabled and not in_networks(session.peer_ip, options.trusted_ips):
                 # not verified, yet from outside the trust boundary: headers claiming to be ours are forged
-                unforged = authresults.remove_ours(data, options.authserv_id)
-                if options.score_header:
-                    unforged = _strip_fields(unforged, options.score_header)
-                if unforged != data:
+                unforged = authres.remove_ours(data, options.authserv_id, [options.score_header])
+                if unforged is not data:
                     replace_data(message, unforged)
             message.dkim, message.dkim_outcome = None, decide(None, session, settings)
-            context.activity.record("skip-verify", message_id=_message_id(data),
-                                    peer=session.peer_ip, reason=skip)
+            context.activity.record("skip-verify", direction="in", message_id=readable.message_id,
+                                    account=session.user, peer=session.peer_ip, reason=skip)
             return
-        report = context.verifier.verify(data)
+        started = time.perf_counter()
+        report = context.verifier.verify(parsed or data)  # malformed: the verifier says why (permerror)
         if report.internal_error:
             raise InternalError(report.internal_error)
         outcome = decide(report, session, settings)
         context.activity.record(
-            "verify", message_id=_message_id(data), peer=session.peer_ip,
-            results=[{"d": r.domain, "s": r.selector, "a": r.algorithm, "result": r.result,
+            "verify", direction="in", message_id=readable.message_id, peer=session.peer_ip,
+            account=session.user or (readable.authors.single.address if readable.authors.single else None),
+            author_domain=report.author_domain,
+            results=[{"type": r.type, "d": r.domain, "s": r.selector, "a": r.algorithm, "result": r.result,
                       "reason": r.reason} for r in report.results],
-            action=outcome.action, score=outcome.score, reason=outcome.reason)
+            action=outcome.action, score=outcome.score, reason=outcome.reason,
+            ms=round((time.perf_counter() - started) * 1000, 3))
         if outcome.action in ("accept", "skip"):
-            replace_data(message, _ours_on_top(
-                data, options, authresults.authentication_results(options.authserv_id, report), outcome.score))
+            replace_data(message, _ours_on_top(data, options, _header(options, report, session), outcome.score))
         message.dkim, message.dkim_outcome = report, outcome
     except Exception as exc:  # noqa: BLE001 (any failure of ours must not become Salmon's silent 250)
         _internal_error(message, context, exc)
@@ -178,14 +178,13 @@ def _internal_error(message, context, exc: Exception) -> None:
     reason = f"internal error: {type(exc).__name__}: {exc}"
     try:
         data = message_bytes(message)
-        context.activity.record("verify", message_id=_message_id(data), results=[],
+        context.activity.record("verify", direction="in", message_id=_parse(data)[1].message_id, results=[],
                                 action="tempfail" if action == "tempfail" else "accept",
                                 score=0.0, reason=reason)
         if action == "tempfail":
             raise InternalError(reason)
         # accept: say so in the message, as RFC 8601 dkim=temperror
-        header = (f"Authentication-Results: {options.authserv_id};\r\n"
-                  f"\tdkim=temperror reason=\"internal error\"\r\n")
+        header = authres.write(options.authserv_id, [authres.Clause("dkim", "temperror", "internal error")])
         replace_data(message, _ours_on_top(data, options, header, 0.0))
     except Exception as failed:  # noqa: BLE001 (tempfail asked for, or accepting failed too)
         raise SMTPError(451, TEMPFAIL_TEXT) from (exc if isinstance(failed, InternalError) else failed)
