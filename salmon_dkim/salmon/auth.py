@@ -60,7 +60,7 @@ def parse_credentials(text: str, name: str) -> Dict[str, str]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         user, colon, encoded = line.partition(":")
-        problem = user_name_problem(user) or (None if colon else "no ':' between user name and hash")
+        problem = user_name_problem(user) if colon else "no ':' between user name and hash"
         if problem is None and not encoded.startswith("$argon2"):
             problem = "the hash is not an Argon2 hash; set the password again with salmon-dkim passwd"
         if problem is None and user in users:
