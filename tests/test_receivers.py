@@ -264,3 +264,33 @@ def test_smtp_refuses_too_much_data_with_552_and_goes_on():
     finally:
         small.stop()
     assert replies[5].startswith(b"552 5.3.4 ") and replies[6].startswith(b"250")
+
+
+def test_lmtp_says_for_each_recipient_what_became_of_it(app):
+    replies = talk(app.lmtp_port, [b"LHLO raw.test\r\n", b"MAIL FROM:<a@example.com>\r\n",
+                                   b"RCPT TO:<mixed-a@record.test>\r\n", b"RCPT TO:<nobody@refuse.test>\r\n",
+                                   b"RCPT TO:<mixed-b@record.test>\r\n", b"DATA\r\n",
+                                   b"Subject: mixed\r\n\r\nx\r\n.\r\n", b"", b""])
+    assert [r[:3] for r in replies[-3:]] == [b"250", b"550", b"250"]
+    assert replies[-2] == b"550 5.1.1 <nobody@refuse.test>: no such user\r\n"
+    assert app.has("mixed-a") and app.has("mixed-b")
+
+
+def test_a_handler_bug_is_salmons_250_and_the_message_kept_as_undeliverable(app):
+    sent = b"Subject: bug\r\nMessage-ID: <handler-bug@example.com>\r\n\r\nkeep me\r\n"
+    with app.smtp() as client:
+        assert client.sendmail("a@example.com", ["bug@crash.test"], sent) == {}
+    kept = [p.read_bytes() for p in (app.workdir / "undeliverable" / "new").iterdir()]
+    assert any(b"<handler-bug@example.com>" in m and b"keep me" in m for m in kept)
+
+
+def test_salmon_start_stops_cleanly_on_sigterm(tmp_path):
+    from salmonserver import start_dkim_app
+
+    with start_dkim_app(tmp_path, live_dns=False) as running:
+        with running.lmtp(unix=True) as client:
+            client.sendmail("a@example.com", ["before-stop@record.test"], b"Subject: x\r\n\r\nx\r\n")
+        running.server.stop()  # SIGTERM, as salmon's own daemon would get it
+        assert running.server.process.returncode == 0
+        assert not running.lmtp_socket.exists()
+    assert "signal 15: stopping the receivers" in (tmp_path / "salmon.log").read_text()
