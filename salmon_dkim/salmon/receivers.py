@@ -440,6 +440,9 @@ class _Receiver:
         if dkim is None:
             from salmon_dkim.salmon import context as glue  # noqa: PLC0415 (glue imports this module)
             dkim = glue.installed()
+        if dkim is None:
+            LOG.warning("%s receiver on %s has no salmon-dkim context: [Verification] and [Submission] take "
+                        "their defaults; pass dkim= or install one first", self.kind, socket or f"{host}:{port}")
         settings = dkim.settings if dkim is not None else Settings()
         self.host, self.port, self.role, self.path = host, port, role, socket
         self.verification, self.submission = settings.verification, settings.submission
