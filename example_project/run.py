@@ -51,6 +51,17 @@ def ensure_keys(ini: Path) -> None:
                              "--keys-dir", os.path.relpath(signing.keys_dir, HERE)], standalone_mode=False)
 
 
+def ensure_user(ini: Path) -> None:
+    """Alice's submission login in [Submission] CredentialsFile, as `salmon-dkim passwd` writes it."""
+    from salmon_dkim.config import load_settings  # noqa: PLC0415
+    from salmon_dkim.salmon.auth import hash_password, write_credentials  # noqa: PLC0415
+    from send import SUBMISSION_LOGIN  # noqa: PLC0415
+    path = load_settings(ini, check_key_files=False).submission.credentials_file
+    if path is not None and not path.exists():
+        print(f"First start: adding the submission user {SUBMISSION_LOGIN[0]} to {os.path.relpath(path, HERE)}")
+        write_credentials(path, {SUBMISSION_LOGIN[0]: hash_password(SUBMISSION_LOGIN[1])})
+
+
 def write_zone(ini: Path) -> Path:
     """dns.zone: the public half of every key in [Domains], as the DNS of this example."""
     from salmon_dkim.config import load_settings  # noqa: PLC0415
@@ -109,13 +120,13 @@ def serve(args) -> int:
         if not zone.exists():
             zone.write_text("", encoding="ascii")
         ensure_keys(ini)
+        ensure_user(ini)
         write_zone(ini)
     except (ConfigError, KeyError, OSError) as exc:
         print(f"cannot prepare the example from {args.config}: {exc}", file=sys.stderr)
         return 2
 
     from salmon import utils  # noqa: PLC0415 (imports config.settings and config.boot from here)
-    from salmon._vendor import asyncore  # noqa: PLC0415
     from sink import SMTPSink  # noqa: PLC0415
 
     try:
@@ -134,9 +145,7 @@ def serve(args) -> int:
     while not stop.wait(0.5):  # a timed wait lets the signal handlers run promptly
         pass
     print("stopping...", flush=True)
-    asyncore.close_all()  # the receivers' loop ends when it has nothing left to serve
-    for receiver in settings.receiver:
-        receiver.poller.join(timeout=5)
+    settings.receiver.stop()  # running handlers finish, then the receivers' loop thread ends
     sink.stop()
     return 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 LIST = "lunch@lists.example.com"
+SUBMISSION_LOGIN = ("alice@example.com", "alice's example password")  # run.py adds her on first start
 
 
 def compose(sender: str, to: str, subject: str, body: str) -> bytes:
@@ -43,8 +44,10 @@ def sign_as_sender(data: bytes, config: str) -> bytes:
     return result.message
 
 
-def send(host: str, port: int, sender: str, to: str, data: bytes) -> None:
+def send(host: str, port: int, sender: str, to: str, data: bytes, login: bool = False) -> None:
     with smtplib.SMTP(host, port, timeout=30) as smtp:
+        if login:  # the submission port takes mail only from users who logged in
+            smtp.login(*SUBMISSION_LOGIN)
         smtp.sendmail(sender, [to], data)
     print(f"sent to {to} via {host}:{port}")
 
@@ -82,6 +85,6 @@ if __name__ == "__main__":
     arguments = options()
     port, sender, recipient, message = messages(arguments)
     try:
-        send(arguments.host, port, sender, recipient, message)
+        send(arguments.host, port, sender, recipient, message, login=port == arguments.submission_port)
     except (OSError, smtplib.SMTPException) as exc:
         sys.exit(f"not sent: {exc} (is run.py running?)")

@@ -9,7 +9,9 @@
 - :class:`BlackHoleDNS`: a UDP port that takes DNS queries and never answers.
 - :func:`start_dkim_app` (and the module-scoped fixture ``dkim_app``): the
   test app ``tests/apps/dkimapp`` with its INI files, keys, sink and server,
-  ready; :class:`DKIMApp` says where everything is.
+  a self-signed TLS certificate and a submission user, ready;
+  :class:`DKIMApp` says where everything is.
+- :func:`make_certificate`: a self-signed certificate for 127.0.0.1 (cryptography).
 
 Use it from a test module (one server per module keeps the suite fast)::
 
@@ -29,12 +31,15 @@ Another Salmon app (example_project, say), with the sink as its relay::
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import json
 import os
 import signal
 import socket
 import socketserver
 import smtplib
+import ssl
 import subprocess
 import sys
 import threading
@@ -51,6 +56,7 @@ APPS = TESTS / "apps"
 KEYS = TESTS / "data" / "keys"
 ZONE = KEYS / "keys.zone"
 SALMON = Path(sys.executable).with_name("salmon")
+SALMON_DKIM = Path(sys.executable).with_name("salmon-dkim")
 HOST = "127.0.0.1"
 
 
@@ -282,9 +288,53 @@ FailScore = 2.5
 {dns}
 [Logging]
 ActivityLog = {activity}
+[Submission]
+{submission}
+"""
+
+# the installed context's: the receivers' STARTTLS certificate and submission users
+SUBMISSION_INI = """\
+CredentialsFile = {workdir}/credentials
+TLSCertificate = {workdir}/tls/cert.pem
+TLSKey = {workdir}/tls/key.pem
 """
 
 AUTHSERV_ID = "mx.salmon-dkim.test"
+USER, PASSWORD = "alice@example.com", "correct horse battery staple"
+
+
+def make_certificate(folder: Path, host: str = HOST) -> Path:
+    """A self-signed certificate for ``host`` (an IP address): FOLDER/cert.pem, FOLDER/key.pem (mode 0600)."""
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "salmon-dkim test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(hours=1))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
+                                  critical=False)
+                   .sign(key, hashes.SHA256()))
+    (folder / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path = folder / "key.pem"
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return folder / "cert.pem"
+
+
+def passwd(credentials: Path, user: str, password: Optional[str] = None, *args: str) -> subprocess.CompletedProcess:
+    """``salmon-dkim passwd USER --file CREDENTIALS --password-stdin`` (or other ARGS), as a script would."""
+    options = ["--password-stdin"] if password is not None else []
+    return subprocess.run([str(SALMON_DKIM), "passwd", user, "--file", str(credentials), *options, *args],
+                          input=(password + "\n").encode() if password is not None else b"",
+                          capture_output=True, timeout=30)
 
 
 @dataclass
@@ -303,14 +353,33 @@ class DKIMApp:
     configs: Dict[str, Path] = field(default_factory=dict)  # context name -> INI file
     authserv_id: str = AUTHSERV_ID
     zone_file: Path = ZONE
+    certificate: Optional[Path] = None
+    credentials: Optional[Path] = None
+    user: str = USER
+    password: str = PASSWORD
 
     def smtp(self, port: Optional[int] = None, source: str = HOST, helo: str = "client.test") -> smtplib.SMTP:
         client = smtplib.SMTP(HOST, port or self.smtp_port, local_hostname=helo, timeout=15,
                               source_address=(source, 0))
         return client
 
-    def submission(self, **kwargs) -> smtplib.SMTP:
-        return self.smtp(self.submission_port, **kwargs)
+    def client_tls(self) -> ssl.SSLContext:
+        """A client TLS context trusting the test certificate only (and checking it is for 127.0.0.1)."""
+        return ssl.create_default_context(cafile=str(self.certificate))
+
+    def submission(self, *, tls: bool = True, login: bool = True, user: Optional[str] = None,
+                   password: Optional[str] = None, **kwargs) -> smtplib.SMTP:
+        """A submission session: STARTTLS, then AUTH as the test user, unless told not to."""
+        client = self.smtp(self.submission_port, **kwargs)
+        try:
+            if tls:
+                client.starttls(context=self.client_tls())
+            if login:
+                client.login(user or self.user, password or self.password)
+        except BaseException:
+            client.close()
+            raise
+        return client
 
     def lmtp(self, helo: str = "client.test", unix: bool = False) -> smtplib.LMTP:
         if unix:
@@ -334,9 +403,10 @@ class DKIMApp:
         return [json.loads(line) for line in self.activity.read_text().splitlines() if line.strip()]
 
 
-def write_ini(path: Path, workdir: Path, *, verification: str = "", dns: Optional[str] = None) -> Path:
+def write_ini(path: Path, workdir: Path, *, verification: str = "", dns: Optional[str] = None,
+              submission: str = "") -> Path:
     path.write_text(BASE_INI.format(
-        keys=workdir / "keys", authserv_id=AUTHSERV_ID, verification=verification,
+        keys=workdir / "keys", authserv_id=AUTHSERV_ID, verification=verification, submission=submission,
         dns=f"ZoneFile = {ZONE}" if dns is None else dns, activity=workdir / "activity.jsonl"))
     return path
 
@@ -372,11 +442,15 @@ def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0, live_dns: bool = 
     """
     workdir = Path(workdir)
     install_keys(workdir / "keys")
+    certificate = make_certificate(workdir / "tls")
+    credentials = workdir / "credentials"
+    added = passwd(credentials, USER, PASSWORD)
+    assert added.returncode == 0, added.stderr
     spool = workdir / "spool"
     spool.mkdir()
     blackhole = BlackHoleDNS()
     configs = {
-        "main": write_ini(workdir / "main.ini", workdir),
+        "main": write_ini(workdir / "main.ini", workdir, submission=SUBMISSION_INI.format(workdir=workdir)),
         "reject": write_ini(workdir / "reject.ini", workdir, verification="RejectOnFail = Yes"),
         "close": write_ini(workdir / "close.ini", workdir,
                            verification="RejectOnFail = Yes\nCloseConnectionOnReject = Yes"),
@@ -404,7 +478,8 @@ def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0, live_dns: bool = 
                                   env={"SALMON_DKIM_TEST_APP": json.dumps(config)}).start()
             try:
                 yield DKIMApp(workdir, server, sink, spool=spool, activity=workdir / "activity.jsonl",
-                              configs=configs, lmtp_socket=lmtp_socket, **ports)
+                              configs=configs, lmtp_socket=lmtp_socket, certificate=certificate,
+                              credentials=credentials, **ports)
             finally:
                 server.stop()
     finally:

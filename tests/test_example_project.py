@@ -25,7 +25,7 @@ from salmon_dkim.core.keys import load_private_key
 from salmon_dkim.core.verifier import Verifier
 
 PROJECT = Path(__file__).resolve().parent.parent / "example_project"
-STATE = ("keys", "dns.zone", "maildir", "sink", "lists", "run", "*.log", "*.jsonl", "__pycache__")
+STATE = ("keys", "dns.zone", "credentials", "maildir", "sink", "lists", "run", "*.log", "*.jsonl", "__pycache__")
 LIST = "lunch@lists.example.com"
 
 
@@ -48,6 +48,8 @@ class RunningExample:
 
     def send(self, port: int, sender: str, to: str, data: bytes) -> None:
         with smtplib.SMTP(HOST, port, timeout=30) as smtp:
+            if port == self.submission:
+                smtp.login(*self.send_module.SUBMISSION_LOGIN)
             smtp.sendmail(sender, [to], data)
 
     def compose(self, sender: str, to: str, subject: str, body: str = "Hello\n", sign: bool = False) -> bytes:

@@ -33,7 +33,6 @@ def settings(**options):
 @pytest.mark.parametrize("session, options, reason", [
     (MX, {"enabled": False}, "DKIM verification is off"),
     (Session(peer_ip="203.0.113.5", authenticated=True), {}, "authenticated session"),
-    (Session(peer_ip="203.0.113.5", role="submission"), {}, "authenticated session"),
     (MX, {"authenticated_peers": ["203.0.113.0/24"]}, "authenticated session"),
     (Session(peer_ip="127.0.0.1"), {"trusted_ips": ["127.0.0.0/8"]}, "trusted IP 127.0.0.1"),
     (Session(peer_ip="::ffff:10.1.2.3"), {"trusted_ips": ["10.0.0.0/8"]}, "trusted IP ::ffff:10.1.2.3"),
@@ -46,6 +45,7 @@ def test_exempt_sessions_are_skipped(session, options, reason):
 
 @pytest.mark.parametrize("session, options", [
     (Session(peer_ip="203.0.113.5", authenticated=True), {"skip_authenticated": False}),
+    (Session(peer_ip="203.0.113.5", role="submission"), {}),  # the port alone is not a login
     (Session(peer_ip="127.0.0.1"), {"trusted_ips": ["127.0.0.0/8"], "skip_trusted_ips": False}),
     (Session(peer_ip="not an ip"), {"trusted_ips": ["127.0.0.0/8"]}),
     (Session(peer_ip=None), {"trusted_ips": ["127.0.0.0/8"]}),

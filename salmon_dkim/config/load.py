@@ -11,6 +11,8 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
+import stat
 from pathlib import Path
 from types import MappingProxyType
 from typing import Optional, Tuple, Union
@@ -19,7 +21,7 @@ from configobj import ConfigObj, ConfigObjError, flatten_errors, get_extra_value
 from validate import Validator
 
 from salmon_dkim.config.settings import (DNSSettings, DomainKeys, IPNetwork, ListSettings, LoggingSettings,
-                                         Settings, SigningSettings, VerificationSettings)
+                                         Settings, SigningSettings, SubmissionSettings, VerificationSettings)
 
 SPEC_PATH = Path(__file__).with_name("salmon_dkim.spec")
 
@@ -205,4 +207,28 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
     activity_log = _path(base, lg["ActivityLog"]) if name != "<defaults>" else None
     logging_ = LoggingSettings(activity_log=activity_log, log_level=lg["LogLevel"])
     return Settings(signing, verification, lists, dns, logging_,
-                    Path(name).resolve() if name != "<defaults>" else None)
+                    Path(name).resolve() if name != "<defaults>" else None,
+                    submission=_submission(raw["Submission"], name, base, check_key_files))
+
+
+def _submission(sub, name: str, base: Path, check_files: bool) -> SubmissionSettings:
+    """[Submission]; with ``check_files`` the TLS certificate and key are loaded now, as the receivers will."""
+    certificate, key = _path(base, sub["TLSCertificate"]), _path(base, sub["TLSKey"])
+    if (certificate is None) != (key is None):
+        raise ConfigError(f"{name}: [Submission] TLSCertificate and TLSKey go together; set both or neither")
+    if check_files and certificate is not None:
+        for option, path in (("TLSCertificate", certificate), ("TLSKey", key)):
+            if not path.is_file():
+                raise ConfigError(f"{name}: [Submission] {option}: {path} does not exist")
+        mode = stat.S_IMODE(os.stat(key).st_mode)
+        if mode & stat.S_IROTH:
+            raise ConfigError(f"{name}: [Submission] TLSKey: {key} is readable by others (mode {mode:04o}); "
+                              f"run chmod 600 on it")
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certificate, key)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"{name}: [Submission] TLSKey: {key} and TLSCertificate {certificate} "
+                              f"cannot be used together: {exc.strerror or exc}") from None
+    return SubmissionSettings(
+        credentials_file=_path(base, sub["CredentialsFile"]), tls_certificate=certificate, tls_key=key,
+        require_tls_for_auth=sub["RequireTLSForAuth"], handler_threads=sub["HandlerThreads"])

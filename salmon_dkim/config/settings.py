@@ -108,6 +108,17 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class SubmissionSettings:
+    """[Submission]: SMTP AUTH and STARTTLS on the submission listener, and the receivers' handler threads."""
+
+    credentials_file: Optional[Path] = None
+    tls_certificate: Optional[Path] = None
+    tls_key: Optional[Path] = None
+    require_tls_for_auth: bool = True
+    handler_threads: int = 8
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything salmon-dkim is configured with, checked and frozen."""
 
@@ -117,3 +128,4 @@ class Settings:
     dns: DNSSettings = DNSSettings()
     logging: LoggingSettings = LoggingSettings()
     source: Optional[Path] = None
+    submission: SubmissionSettings = SubmissionSettings()

@@ -35,7 +35,7 @@ def exempt(session: Session, settings) -> Optional[str]:
     options = settings.verification
     if not options.enabled:
         return "DKIM verification is off"
-    if options.skip_authenticated and (session.authenticated or session.role == "submission"
+    if options.skip_authenticated and (session.authenticated
                                        or in_networks(session.peer_ip, options.authenticated_peers)):
         return "authenticated session"
     if options.skip_trusted_ips and in_networks(session.peer_ip, options.trusted_ips):

@@ -1,74 +1,105 @@
-"""Salmon receivers that keep the received bytes exact and say who sent them.
+"""Salmon receivers on aiosmtpd: exact bytes, real sessions (STARTTLS, SMTP AUTH), LMTP.
 
-Drop-in replacements for ``salmon.server.SMTPReceiver`` and ``LMTPReceiver``:
+Drop-in replacements for ``salmon.server.SMTPReceiver`` and ``LMTPReceiver``
+that hand messages to ``salmon.routing.Router.deliver`` as Salmon's do::
 
-- ``message.Data`` is exactly the bytes the client sent, CRLF line endings
-  kept and dot-stuffing undone as RFC 5321 section 4.5.2 says.  (Salmon's SMTP
-  channel joins lines with LF; its LMTP channel compares ``text[0] == b'.'``,
-  never true in Python 3, so stuffed lines stay doubled.)  A DKIM signature
-  covers those bytes, so nothing else will do.
-- ``message.session`` is a :class:`salmon_dkim.core.policy.Session`: peer IP,
-  HELO/EHLO/LHLO name, the listener's role (``"mx"`` or ``"submission"``) and
-  whether the session counts as authenticated (see :func:`authenticated`).
-- A handler that raises :class:`RejectAndClose` (``@dkim_verify`` does, when
-  the outcome says so) gets its reply sent and the connection closed.
-
-Every receiver is served by one asyncore thread, as in Salmon, however many
-are started; :class:`Receivers` groups them for ``settings.receiver``::
-
+    dkim = glue.install("config/salmon_dkim.ini")
     settings.receiver = Receivers(
-        SMTPReceiver("0.0.0.0", 25),                        # role "mx"
-        SMTPReceiver("0.0.0.0", 587, role="submission"),    # authenticated
-        LMTPReceiver("127.0.0.1", 8824))
+        SMTPReceiver("0.0.0.0", 25, dkim=dkim),                        # role "mx"
+        SMTPReceiver("0.0.0.0", 587, role="submission", dkim=dkim),    # STARTTLS, then AUTH
+        LMTPReceiver(socket="/run/salmon/lmtp.sock", dkim=dkim))       # role "lmtp"
+
+- ``message.Data`` is exactly the bytes the client sent: CRLF kept and
+  dot-stuffing undone as RFC 5321 section 4.5.2 says (aiosmtpd with
+  ``decode_data=False``: ``envelope.original_content``).  A DKIM signature
+  covers those bytes, so nothing else will do.
+- ``message.session`` is a :class:`salmon_dkim.core.results.Session`: peer IP,
+  HELO/EHLO/LHLO name, role, the SMTP AUTH user, whether STARTTLS was used,
+  the envelope sender ("" for ``<>``) and whether the session counts as
+  authenticated (:func:`authenticated`).
+- Submission (RFC 6409): STARTTLS with ``[Submission] TLSCertificate`` and
+  ``TLSKey``; AUTH PLAIN and LOGIN only after it (``RequireTLSForAuth``);
+  MAIL answered ``530 5.7.0`` until the client logged in (or is one of
+  ``[Verification] AuthenticatedPeers``).  Users come from ``authenticator=``
+  (a callable ``(user, password) -> bool``) or ``[Submission]
+  CredentialsFile`` (:mod:`salmon_dkim.salmon.auth`); checking a password
+  runs in a worker thread, never in the event loop.
+- Replies: a handler's SMTPError as it is; :class:`RejectAndClose` closes the
+  connection after its reply; 552 5.3.4 over the size limit; 451 4.3.0 when
+  the session cannot be worked out; any other exception of a handler is
+  Salmon's ``250`` plus the undeliverable queue.  SMTP refuses a second
+  RCPT (one reply after DATA cannot say "delivered to one, refused by
+  another"); LMTP (RFC 2033) replies once per recipient.
+
+Threads.  One asyncio event loop, in one thread, serves every receiver of the
+process: greetings, commands, TLS, AUTH and DATA of all sessions.  Handlers
+run in a pool of ``[Submission] HandlerThreads`` threads (one pool per
+process, sized by the first receiver started), so a slow handler does not stop
+other sessions.  What is safe: Salmon's ``Router.deliver`` still holds
+``Router.call_lock`` around every handler not marked ``@nolocking``, so such
+handlers run one at a time, as in Salmon (the pool then keeps only the
+sessions moving).  A ``@stateless @nolocking`` handler runs alongside others;
+salmon-dkim's decorators, signer, verifier, key store, DNS cache and activity
+log may be used from several threads.  Salmon's ``MemoryStorage`` state store
+is not thread-safe: state handlers should keep the lock.
+
+``salmon start`` calls ``settings.receiver.start()`` in its main thread and
+returns; the loop thread (not a daemon) keeps the process alive.  Started
+from the main thread, :class:`Receivers` turns SIGTERM and SIGHUP (``salmon
+stop``) into a clean stop, when nothing else handles them: listeners close,
+running handlers finish (10 s at most), idle sessions get ``421``.
 
 Also here, as the receivers make MailRequests: :func:`message_bytes`,
 :func:`replace_data` and :func:`headers_changed` keep ``message.Data`` and
 the parsed message in step for the decorators and the relay.
-
-Authentication needs ``[Verification]`` settings (AuthenticatedPeers,
-AuthenticatedHeader, TrustedIPs): pass ``settings=`` or let the receiver use
-the context installed by :func:`salmon_dkim.salmon.context.install`.
 """
 from __future__ import annotations
 
+import asyncio
+import binascii
+import concurrent.futures
 import logging
 import os
+import queue
 import re
+import signal
 import socket as socket_module
+import ssl
 import stat
 import threading
-from typing import Optional
+from base64 import b64decode
+from typing import List, Optional, Tuple
 
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult
 from salmon import encoding, mail, routing
 from salmon import server as salmon_server
-from salmon._vendor import asyncore, smtpd
 
+from salmon_dkim.config import ConfigError, Settings
 from salmon_dkim.core.message import to_crlf
 from salmon_dkim.core.policy import in_networks
 from salmon_dkim.core.results import Session
+from salmon_dkim.salmon.auth import Authenticator, CredentialsError, CredentialsFile
 
 LOG = logging.getLogger("salmon_dkim.salmon.receivers")
 
-ROLES = ("mx", "submission")
+ROLES = ("mx", "submission", "lmtp")
+DATA_SIZE_DEFAULT = 33554432  # as Salmon's receivers (smtpd.DATA_SIZE_DEFAULT)
+MAX_AUTH_FAILURES = 3  # then the connection is closed: guessing passwords costs a reconnect
+STOP_SECONDS = 10.0  # how long a stop waits for running handlers
+AUTH_THREADS = 2  # password checks (Argon2 is CPU-bound; the machine's cores bound it anyway)
 
-# The DATA stream is read as if a CRLF came before it, so a stuffed first line
-# and an empty message (a lone "." line) are found like any other line.
-_STUFFED = re.compile(rb"\r\n\.")
+TEMPFAIL_REPLY = "451 4.3.0 Temporary failure; try again later"
+MULTIPLE_RCPT_REPLY = "451 4.5.3 Will not accept multiple recipients in one transaction"
+# aiosmtpd's own replies at the end of DATA, with enhanced codes; LMTP sends them once per recipient
+_DATA_REFUSALS = {
+    "552 Error: Too much mail data": "552 5.3.4 Error: Too much mail data",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6)",
+}
 
 
 class RejectAndClose(salmon_server.SMTPError):
     """An SMTPError after whose reply the receiver closes the connection."""
-
-
-def unstuff(raw: bytes) -> bytes:
-    """The message text from the DATA lines collected before the end marker.
-
-    ``raw`` starts with the CRLF that precedes the first line (see
-    ``_DataChannel.smtp_DATA``) and ends before the CRLF of the last line.
-    """
-    if not raw:
-        return b""
-    return _STUFFED.sub(b"\r\n", raw)[2:] + b"\r\n"
 
 
 # -- MailRequest: its bytes and its parsed form ------------------------------------
@@ -125,14 +156,17 @@ def _has_header(data: bytes, name: str) -> bool:
     return re.search(pattern, head) is not None
 
 
-def authenticated(peer_ip: Optional[str], role: str, data: bytes, verification=None) -> bool:
-    """Whether a session counts as authenticated (Salmon has no SMTP AUTH).
+def authenticated(peer_ip: Optional[str], role: str, data: bytes, verification=None, *,
+                  user: Optional[str] = None) -> bool:
+    """Whether a session counts as authenticated.
 
-    Yes for a submission listener, for a peer in AuthenticatedPeers, and for a
-    message carrying AuthenticatedHeader (set by a front MTA) from a peer in
+    Yes when SMTP AUTH succeeded (``user``), for a peer in AuthenticatedPeers, and
+    for a message carrying AuthenticatedHeader (set by a front MTA) from a peer in
     TrustedIPs; from any other peer that header is ignored, as anyone can write it.
+    The listener's ``role`` alone never counts (a submission port is open to anyone
+    who reaches it); the parameter stays for callers written when it did.
     """
-    if role == "submission":
+    if user:
         return True
     if verification is None:
         return False
@@ -146,155 +180,197 @@ def authenticated(peer_ip: Optional[str], role: str, data: bytes, verification=N
     return False
 
 
-def _verification_settings(settings):
-    if settings is None:
-        from salmon_dkim.salmon import context as glue  # noqa: PLC0415 (glue imports this module)
-        context = glue.installed()
-        settings = context.settings if context is not None else None
-    return getattr(settings, "verification", settings)
-
-
-class _SocketWithOneFQDNLookup:
-    """The socket module as smtpd sees it, with getfqdn() asked once per process.
-
-    smtpd.SMTPChannel calls socket.getfqdn(), a blocking DNS lookup, for every
-    connection, in the one thread that serves every session.
-    """
-
-    _fqdn: Optional[str] = None
-
-    def __getattr__(self, name):
-        return getattr(socket_module, name)
-
-    def getfqdn(self, name: str = "") -> str:
-        if name:
-            return socket_module.getfqdn(name)
-        if self._fqdn is None:
-            type(self)._fqdn = socket_module.getfqdn()
-        return self._fqdn
-
-
-smtpd.socket = _SocketWithOneFQDNLookup()
-
-
 def _reply_line(text: str) -> str:
-    """One ASCII reply line: push() fails on anything else and the session would end without a reply."""
+    """One ASCII reply line: anything else would break the client's parser or the encoding of push()."""
     return re.sub(r"[^\x20-\x7e]", "?", text)
 
 
-class _DataChannel(salmon_server.SMTPChannel):
-    """SMTP channel handing the receiver exact bytes and the session."""
+def _peer_ip(peer) -> Optional[str]:
+    return peer[0] if isinstance(peer, tuple) and peer else None
 
-    multiple_recipients = False
-    ok_reply = "250 OK"
 
-    def __init__(self, server, conn, addr, *args, **kwargs):
+def _b64(text: str) -> Optional[bytes]:
+    try:
+        return b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return None
+
+
+class _LoginDataDeprecation(logging.Filter):
+    """aiosmtpd warns about its own deprecated ``Session.login_data`` at every successful AUTH."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "login_data is deprecated" not in str(record.msg)
+
+
+logging.getLogger("mail.log").addFilter(_LoginDataDeprecation())
+
+
+# -- the protocol: aiosmtpd's, with our replies, AUTH off the loop and close-after-reject
+
+class _ReceiverProtocol:
+    """Mixed into aiosmtpd's SMTP and LMTP: one instance per connection."""
+
+    def __init__(self, receiver: "_Receiver", **kwargs) -> None:
+        self.receiver = receiver
         self.close_after_reply = False
-        super().__init__(server, conn, addr, *args, **kwargs)
+        self._auth_failures = 0
+        self._in_data = False
+        super().__init__(receiver.delivery, **kwargs)
 
-    def smtp_RCPT(self, arg):
-        if self.rcpttos and not self.multiple_recipients:
-            # one reply after DATA cannot say "delivered to one, refused for another"
-            LOG.warning("client attempted to deliver mail with multiple RCPT TOs; refused")
-            self.push("451 4.5.3 Will not accept multiple recipients in one transaction")
-            return
-        smtpd.SMTPChannel.smtp_RCPT(self, arg)
+    def replies_per_message(self) -> int:
+        """Replies the client waits for after DATA: one for SMTP."""
+        return 1
 
-    def smtp_DATA(self, arg):
-        super().smtp_DATA(arg)
-        if self.smtp_state == self.DATA:
-            self.ac_in_buffer = b"\r\n" + self.ac_in_buffer
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.receiver.sessions.add(self)
 
-    def found_terminator(self):
-        if self.smtp_state != self.DATA:
-            return super().found_terminator()
-        raw = b"".join(self.received_lines)
-        self.received_lines = []
-        recipients = self.recipients_for_replies()
-        if self.data_size_limit and self.num_bytes > self.data_size_limit:
-            self._set_post_data_state()
-            for _ in recipients:  # LMTP: the client waits for one reply per recipient
-                self.push("552 5.3.4 Error: Too much mail data")
-            return
-        data = unstuff(raw)
+    def connection_lost(self, error) -> None:
+        self.receiver.sessions.discard(self)
+        super().connection_lost(error)
+
+    async def push(self, status) -> None:
+        if isinstance(status, str):
+            if self._in_data and status in _DATA_REFUSALS:
+                status = "\r\n".join([_DATA_REFUSALS[status]] * self.replies_per_message())
+            status = "\r\n".join(_reply_line(line) for line in status.split("\r\n"))
+        await super().push(status)
+
+    async def smtp_DATA(self, arg) -> None:
+        self._in_data = True
         try:
-            session = self.session(data)
-        except Exception:  # noqa: BLE001 (ours: the client retries, the message is not lost)
-            LOG.exception("cannot work out the session of a message from %r", self.peer)
-            replies = ["451 4.3.0 Temporary failure; try again later"] * len(recipients)
+            await super().smtp_DATA(arg)
+        finally:
+            self._in_data = False
+        if self.close_after_reply and self.transport is not None:
+            LOG.info("closing the connection from %r after a reject", self.session.peer)
+            self.transport.close()
+
+    def _may_send_mail(self) -> bool:
+        """Logged in, or a peer the INI file trusts as authenticated."""
+        return bool(self.session.authenticated) or in_networks(
+            _peer_ip(self.session.peer), self.receiver.verification.authenticated_peers)
+
+    async def check_auth_needed(self, caller_method: str) -> bool:
+        if self._auth_required and not self._may_send_mail():
+            await self.push("530 5.7.0 Authentication required")
+            return True
+        return False
+
+    async def smtp_AUTH(self, arg) -> None:
+        if self.receiver.authenticator is None:
+            await self.push("502 5.5.1 AUTH is not offered here")
+            return
+        await super().smtp_AUTH(arg)
+        if self._auth_failures >= MAX_AUTH_FAILURES and self.transport is not None:
+            await self.push("421 4.7.0 Too many failed logins; closing the connection")
+            self.transport.close()
+
+    async def auth_PLAIN(self, _, args: List[str]) -> AuthResult:
+        """RFC 4616: authzid NUL authcid NUL password, in the command or after an empty challenge."""
+        if len(args) == 1:
+            blob = await self.challenge_auth("")
+            if blob is MISSING:  # challenge_auth has replied
+                return AuthResult(success=False)
         else:
-            replies = [self.smtp_server.deliver(self.peer, self.mailfrom, rcpt, data, session, self)
-                       for rcpt in recipients]
-        self._set_post_data_state()
-        for reply in replies:
-            self.push(_reply_line(reply or self.ok_reply))
-        if self.close_after_reply:
-            LOG.info("closing the connection from %s after: %s", self.peer, replies[-1])
-            self.close_when_done()
+            blob = _b64(args[1])
+            if blob is None:
+                await self.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False)
+        parts = blob.split(b"\0")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Cannot split the AUTH PLAIN value")
+            return AuthResult(success=False)
+        authzid, login, password = parts
+        if authzid and authzid != login:  # acting for another user is not offered
+            self._auth_failures += 1
+            return AuthResult(success=False, handled=False)
+        return await self._check_password(login, password)
 
-    def recipients_for_replies(self):
-        """SMTP: one delivery and one reply for the transaction."""
-        return [self.rcpttos]
+    async def auth_LOGIN(self, _, args: List[str]) -> AuthResult:
+        """The LOGIN mechanism: user name, then password, each base64 after a challenge."""
+        if len(args) == 1:
+            login = await self.challenge_auth("Username:")
+        else:
+            login = _b64(args[1])
+            if login is None:
+                await self.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False)
+        if login is MISSING:
+            return AuthResult(success=False)
+        password = await self.challenge_auth("Password:")
+        if password is MISSING:
+            return AuthResult(success=False)
+        return await self._check_password(login, password)
 
-    def session(self, data: bytes) -> Session:
-        peer_ip = self.peer[0] if isinstance(self.peer, tuple) else None
-        role = self.smtp_server.role
-        return Session(peer_ip=peer_ip, helo=self.seen_greeting or None, role=role, mail_from=self.mailfrom,
-                       authenticated=authenticated(
-                           peer_ip, role, data, _verification_settings(self.smtp_server.settings)))
-
-
-class SMTPChannel(_DataChannel):
-    """SMTP with exact bytes; one recipient per transaction, as Salmon's."""
-
-
-class LMTPChannel(_DataChannel):
-    """LMTP (RFC 2033): LHLO instead of HELO/EHLO, one reply per recipient after DATA."""
-
-    multiple_recipients = True
-    ok_reply = "250 2.0.0 Ok"
-
-    def smtp_LHLO(self, arg):
-        if not arg:
-            self.push("501 5.5.4 Syntax: LHLO hostname")
-            return
-        if self.seen_greeting:
-            self.push("503 5.5.1 Duplicate LHLO")
-            return
-        self._set_rset_state()
-        self.seen_greeting = arg
-        self.extended_smtp = True
-        self.push("250-%s" % self.fqdn)
-        if self.data_size_limit:
-            self.push("250-SIZE %s" % self.data_size_limit)
-            self.command_size_limits["MAIL"] += 26
-        self.push("250-8BITMIME")
-        self.push("250-ENHANCEDSTATUSCODES")
-        self.push("250 PIPELINING")
-
-    def smtp_HELO(self, arg):
-        self.push("500 5.5.1 Error: LMTP expects LHLO")
-
-    smtp_EHLO = smtp_HELO
-
-    def recipients_for_replies(self):
-        return list(self.rcpttos)
+    async def _check_password(self, login: bytes, password: bytes) -> AuthResult:
+        peer = _peer_ip(self.session.peer) or "local socket"
+        try:
+            user, secret = login.decode("utf-8"), password.decode("utf-8")
+        except UnicodeDecodeError:
+            user, ok = login.decode("utf-8", "replace"), False
+        else:
+            try:  # Argon2 takes tens of milliseconds: never in the event loop
+                ok = await asyncio.wrap_future(self.receiver.auth_threads.submit(
+                    self.receiver.authenticator, user, secret))
+            except Exception:  # noqa: BLE001 (the app's authenticator failed: the client may retry)
+                LOG.exception("the authenticator failed checking %r from %s", user, peer)
+                return AuthResult(success=False, handled=False,
+                                  message="454 4.7.0 Temporary authentication failure")
+        if ok:
+            LOG.info("%s logged in as %r", peer, user)
+            return AuthResult(success=True, auth_data=user)
+        self._auth_failures += 1
+        LOG.warning("failed login as %r from %s", user, peer)
+        return AuthResult(success=False, handled=False)
 
 
-_loop_lock = threading.Lock()
-_loop_thread: Optional[threading.Thread] = None
+class _SMTPProtocol(_ReceiverProtocol, SMTP):
+    pass
 
 
-def start_loop() -> threading.Thread:
-    """Start the one asyncore thread that serves every receiver (once)."""
-    global _loop_thread
-    with _loop_lock:
-        if _loop_thread is None or not _loop_thread.is_alive():
-            _loop_thread = threading.Thread(target=asyncore.loop, name="salmon-dkim-receivers",
-                                            kwargs={"timeout": 0.1, "use_poll": True})
-            _loop_thread.start()
-        return _loop_thread
+class _LMTPProtocol(_ReceiverProtocol, LMTP):
+    def replies_per_message(self) -> int:
+        """RFC 2033: one reply per accepted recipient."""
+        return max(1, len(self.envelope.rcpt_tos))
 
+
+# -- the handler: aiosmtpd's handler protocol, handing messages to Salmon's Router ----------
+
+class _Delivery:
+    """What the receiver does with a session's commands (aiosmtpd's ``handle_*`` hooks)."""
+
+    def __init__(self, receiver: "_Receiver") -> None:
+        self.receiver = receiver
+
+    async def handle_EHLO(self, server, session, envelope, hostname: str, responses: List[str]) -> List[str]:
+        session.host_name = hostname
+        if self.receiver.authenticator is None:
+            return [r for r in responses if not r[4:].upper().startswith("AUTH")]
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address: str, rcpt_options) -> str:
+        if envelope.rcpt_tos and not self.receiver.multiple_recipients:
+            LOG.warning("client attempted to deliver mail with multiple RCPT TOs; refused")
+            return MULTIPLE_RCPT_REPLY
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        seen = (session.peer, session.host_name, session.auth_data if session.authenticated else None,
+                session.ssl is not None)
+        job = self.receiver.pool.submit(self.receiver.deliver, seen, envelope.mail_from,
+                                        list(envelope.rcpt_tos), envelope.original_content)
+        self.receiver.jobs.add(job)
+        job.add_done_callback(self.receiver.jobs.discard)
+        replies, close = await asyncio.wrap_future(job)
+        server.close_after_reply = close
+        return "\r\n".join(replies)
+
+
+# -- the receivers ----------------------------------------------------------------------
 
 def _remove_stale_socket(path: str) -> None:
     """Remove a UNIX socket file nothing listens on (left by a stopped server), so a restart can bind."""
@@ -314,75 +390,174 @@ def _remove_stale_socket(path: str) -> None:
         probe.close()
 
 
-class _Receiver(smtpd.SMTPServer):
-    channel_class = _DataChannel
-    kind = "SMTP"
+def _listen(host: str, port: int, path: Optional[str]) -> socket_module.socket:
+    """The listening socket, bound now (as Salmon's receivers do), so boot fails when the port is taken."""
+    if path is not None:
+        _remove_stale_socket(path)
+        sock = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        family = socket_module.getaddrinfo(host, port, type=socket_module.SOCK_STREAM,
+                                           flags=socket_module.AI_PASSIVE)[0][0]
+        sock = socket_module.create_server((host, port), family=family, backlog=128)
+    sock.setblocking(False)
+    return sock
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8825, *, role: str = "mx",
-                 settings=None, data_size_limit: int = smtpd.DATA_SIZE_DEFAULT,
-                 socket: Optional[str] = None):
+
+def server_tls_context(settings: Settings) -> Optional[ssl.SSLContext]:
+    """The server TLS context of ``[Submission] TLSCertificate`` and ``TLSKey``, or None when unset."""
+    submission = settings.submission
+    if submission.tls_certificate is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(submission.tls_certificate, submission.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"{settings.source or '<defaults>'}: [Submission] TLSKey: {submission.tls_key} and "
+                          f"TLSCertificate {submission.tls_certificate} cannot be used: "
+                          f"{exc.strerror or exc}") from None
+    return context
+
+
+class _Receiver:
+    protocol_class = _SMTPProtocol
+    kind = "SMTP"
+    default_role = "mx"
+    multiple_recipients = False
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8825, *, role: Optional[str] = None,
+                 dkim=None, authenticator: Optional[Authenticator] = None,
+                 tls_context: Optional[ssl.SSLContext] = None, data_size_limit: int = DATA_SIZE_DEFAULT,
+                 socket: Optional[str] = None, hostname: Optional[str] = None):
+        role = role or self.default_role
         if role not in ROLES:
             raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
-        self.host, self.port, self.role, self.settings = host, port, role, settings
-        self.path = socket
+        if dkim is None:
+            from salmon_dkim.salmon import context as glue  # noqa: PLC0415 (glue imports this module)
+            dkim = glue.installed()
+        if dkim is None:
+            LOG.warning("%s receiver on %s has no salmon-dkim context: [Verification] and [Submission] take "
+                        "their defaults; pass dkim= or install one first", self.kind, socket or f"{host}:{port}")
+        settings = dkim.settings if dkim is not None else Settings()
+        self.host, self.port, self.role, self.path = host, port, role, socket
+        self.verification, self.submission = settings.verification, settings.submission
+        self.data_size_limit = data_size_limit
+        self.hostname = hostname or socket_module.getfqdn()  # once, not per connection
+        submission = role == "submission"
+        if authenticator is None and submission and settings.submission.credentials_file is not None:
+            try:
+                authenticator = CredentialsFile(settings.submission.credentials_file)
+            except CredentialsError as exc:
+                raise ConfigError(f"{settings.source or '<defaults>'}: [Submission] CredentialsFile: {exc}") from None
+        self.authenticator = authenticator
+        if tls_context is None and submission:
+            tls_context = server_tls_context(settings)
+        self.tls_context = tls_context
+        self.auth_required = submission
+        self.require_tls_for_auth = settings.submission.require_tls_for_auth
+        if submission:
+            self._warn_when_nobody_can_log_in()
+        self.delivery = _Delivery(self)
+        self.sessions: set = set()  # the protocols of open connections
+        self.jobs: set = set()  # handler runs not finished yet
+        self.pool: Optional[_Threads] = None  # handlers
+        self.auth_threads: Optional[_Threads] = None  # password checks
+        self.poller_loop: Optional[asyncio.AbstractEventLoop] = None
+        self.poller: Optional[threading.Thread] = None  # the loop thread, as Salmon's receivers name it
+        self.socket = _listen(host, port, socket)
         if socket is None:
-            smtpd.SMTPServer.__init__(self, (host, port), None, data_size_limit=data_size_limit)
             self.port = self.socket.getsockname()[1]  # the kernel's choice when port was 0
-        else:
-            self._listen_unix(socket, data_size_limit)
 
-    def _listen_unix(self, path: str, data_size_limit: int) -> None:
-        """What smtpd.SMTPServer.__init__ does, on a UNIX socket (LMTP from a local MTA)."""
-        _remove_stale_socket(path)
-        self._localaddr, self._remoteaddr = path, None
-        self.data_size_limit, self.enable_SMTPUTF8, self._decode_data = data_size_limit, False, False
-        asyncore.dispatcher.__init__(self)
-        try:
-            self.create_socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
-            self.bind(path)
-            self.listen(5)
-        except BaseException:
-            self.close()
-            raise
-
-    def handle_accepted(self, conn: socket_module.socket, addr):
-        self.channel_class(self, conn, addr, self.data_size_limit, self._map)
-
-    def start(self) -> None:
-        """Listen; mail is handled in the one shared asyncore thread."""
-        LOG.info("%s receiver (%s) started on %s", self.kind, self.role, self.address)
-        self.poller = start_loop()
+    def _warn_when_nobody_can_log_in(self) -> None:
+        if self.authenticator is None:
+            LOG.warning("submission listener %s has no users ([Submission] CredentialsFile or authenticator=): "
+                        "only [Verification] AuthenticatedPeers can send mail through it", self.address)
+        elif self.tls_context is None and self.require_tls_for_auth:
+            LOG.warning("submission listener %s has no TLS certificate ([Submission] TLSCertificate) and "
+                        "RequireTLSForAuth is on: nobody can log in", self.address)
 
     @property
     def address(self) -> str:
         return self.path or f"{self.host}:{self.port}"
 
-    def handle_error(self):
-        # asyncore would close the listening socket: keep serving, as Salmon's receivers do
-        LOG.exception("error accepting a connection on %s; still listening", self.address)
+    @property
+    def handler_threads(self) -> int:
+        return self.submission.handler_threads
 
-    def deliver(self, peer, mailfrom, rcpt, data: bytes, session: Session, channel) -> Optional[str]:
-        """Route one message; the reply line, or None for 250."""
+    def protocol(self) -> SMTP:
+        """A new session's protocol (asyncio's protocol factory)."""
+        return self.protocol_class(
+            self, hostname=self.hostname, ident="ESMTP" if self.kind == "SMTP" else "LMTP",
+            data_size_limit=self.data_size_limit, enable_SMTPUTF8=True, decode_data=False,
+            tls_context=self.tls_context, auth_required=self.auth_required,
+            auth_require_tls=self.require_tls_for_auth, loop=self.poller_loop)
+
+    # -- in a handler thread
+
+    def deliver(self, seen: tuple, mail_from: Optional[str], recipients: List[str],
+                data: bytes) -> Tuple[List[str], bool]:
+        """Route the message once per recipient (SMTP has one); the replies and whether to close after them."""
+        peer = seen[0]
         try:
-            message = request(peer, mailfrom, rcpt, data)
+            session = self.session(seen, mail_from, data)
+        except Exception:  # noqa: BLE001 (ours: the client retries, the message is not lost)
+            LOG.exception("cannot work out the session of a message from %r", peer)
+            return [TEMPFAIL_REPLY] * len(recipients), False
+        replies, close = [], False
+        for rcpt in recipients:
+            reply, closing = self._route(peer, mail_from, rcpt, data, session)
+            replies.append(reply)
+            close = close or closing
+        if close:
+            LOG.info("closing the connection from %r after: %s", peer, replies[-1])
+        return replies, close
+
+    def session(self, seen: tuple, mail_from: Optional[str], data: bytes) -> Session:
+        peer, helo, user, tls = seen
+        peer_ip = _peer_ip(peer)
+        return Session(peer_ip=peer_ip, helo=helo or None, role=self.role, user=user, tls=tls,
+                       mail_from="" if mail_from == "<>" else mail_from,
+                       authenticated=authenticated(peer_ip, self.role, data, self.verification, user=user))
+
+    def _route(self, peer, mail_from, rcpt, data: bytes, session: Session) -> Tuple[str, bool]:
+        ok = "250 2.0.0 Ok" if self.multiple_recipients else "250 OK"
+        try:
+            message = request(peer, mail_from, rcpt, data)
             message.session = session
-            LOG.debug("message from %r (%s), From: %r, To: %r", peer, session.role, mailfrom, rcpt)
+            LOG.debug("message from %r (%s), From: %r, To: %r", peer, session.role, mail_from, rcpt)
             routing.Router.deliver(message)
         except RejectAndClose as err:
-            channel.close_after_reply = True
-            return str(err)
+            return str(err), True
         except salmon_server.SMTPError as err:
-            return str(err)
-        except Exception:
-            # as Salmon: the message is kept in the undeliverable queue
-            LOG.exception("exception while processing message from %r, From: %r, To: %r",
-                          peer, mailfrom, rcpt)
+            return str(err), False
+        except Exception:  # noqa: BLE001 (as Salmon: the message is kept in the undeliverable queue)
+            LOG.exception("exception while processing message from %r, From: %r, To: %r", peer, mail_from, rcpt)
             salmon_server.undeliverable_message(
-                data, "Error in message %r:%r:%r, look in logs." % (peer, mailfrom, rcpt))
-        return None
+                data, "Error in message %r:%r:%r, look in logs." % (peer, mail_from, rcpt))
+        return ok, False
 
-    def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
-        raise NotImplementedError("mail arrives through the channel's deliver()")
+    # -- serving
+
+    def start(self) -> None:
+        """Serve in the process's one receiver loop (started with the first receiver)."""
+        _serve(self)
+        LOG.info("%s receiver (%s) started on %s", self.kind, self.role, self.address)
+
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """Stop listening and close its sessions; the loop ends with the last receiver."""
+        _unserve([self], timeout)
+
+    def close(self) -> None:
+        """Close the listening socket of a receiver never started (the UNIX socket file stays)."""
+        if self.pool is None:
+            self.socket.close()
+        else:
+            self.stop()
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.role} on {self.address}>"
@@ -391,35 +566,196 @@ class _Receiver(smtpd.SMTPServer):
 class SMTPReceiver(_Receiver):
     """SMTP listener (``role="mx"`` or ``"submission"``) giving handlers exact bytes and the session."""
 
-    channel_class = SMTPChannel
-
 
 class LMTPReceiver(_Receiver):
-    """LMTP listener (TCP, or a UNIX socket with ``socket=PATH``) giving handlers exact bytes and the session."""
+    """LMTP listener (TCP, or a UNIX socket with ``socket=PATH``): exact bytes, one reply per recipient."""
 
-    channel_class = LMTPChannel
+    protocol_class = _LMTPProtocol
     kind = "LMTP"
+    default_role = "lmtp"
+    multiple_recipients = True
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8824, **kwargs):
+        super().__init__(host, port, **kwargs)
+
+
+# -- the one event loop ----------------------------------------------------------------
+
+class _Threads:
+    """A fixed number of worker threads taking calls from a queue, each answered with a Future.
+
+    Not concurrent.futures.ThreadPoolExecutor: it refuses work once the main thread
+    has finished, which is how ``salmon start`` leaves the process.
+    """
+
+    def __init__(self, count: int, name: str) -> None:
+        self.count = count
+        self._calls: "queue.SimpleQueue" = queue.SimpleQueue()
+        for number in range(count):  # daemons: the loop thread is what keeps the process alive
+            threading.Thread(target=self._work, name=f"{name}-{number}", daemon=True).start()
+
+    def submit(self, function, *args) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._calls.put((future, function, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            call = self._calls.get()
+            if call is None:
+                return
+            future, function, args = call
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = function(*args)
+            except BaseException as exc:  # noqa: BLE001 (handed to whoever waits on the future)
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def shutdown(self) -> None:
+        for _ in range(self.count):
+            self._calls.put(None)
+
+
+class _ReceiverLoop:
+    """The asyncio loop serving every receiver of the process, in one thread, and the worker threads."""
+
+    def __init__(self, handler_threads: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.pool = _Threads(handler_threads, "salmon-handler")
+        self.auth_threads = _Threads(AUTH_THREADS, "salmon-auth")
+        self.servers: dict = {}
+        # not a daemon: after `salmon start` returns, this thread keeps the process alive
+        self.thread = threading.Thread(target=self.loop.run_forever, name="salmon-dkim-receivers")
+        self.thread.start()
+
+    def call(self, coroutine, timeout: Optional[float] = None):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    async def add(self, receiver: _Receiver) -> None:
+        if receiver.path is not None:
+            server = await self.loop.create_unix_server(receiver.protocol, sock=receiver.socket)
+        else:
+            server = await self.loop.create_server(receiver.protocol, sock=receiver.socket)
+        self.servers[receiver] = server
+
+    async def remove(self, receivers, timeout: float) -> None:
+        """Stop listening, let running handlers finish, then tell idle sessions and close them."""
+        for receiver in receivers:
+            server = self.servers.pop(receiver, None)
+            if server is not None:
+                server.close()
+                if receiver.path is not None:
+                    try:
+                        os.unlink(receiver.path)
+                    except OSError:
+                        pass
+        deadline = self.loop.time() + timeout
+        while any(r.jobs for r in receivers) and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the sessions whose handler just finished send its reply
+        for session in [s for r in receivers for s in list(r.sessions)]:
+            if session.transport is not None and not session.transport.is_closing():
+                session.transport.write(b"421 4.3.2 Service shutting down\r\n")
+                session.transport.close()
+        await asyncio.sleep(0)  # let the closes run
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.pool.shutdown()
+        self.auth_threads.shutdown()
+        self.loop.close()
+
+
+_loop_lock = threading.Lock()
+_current: Optional[_ReceiverLoop] = None
+
+
+def _serve(receiver: _Receiver) -> None:
+    global _current
+    with _loop_lock:
+        if _current is None:
+            _current = _ReceiverLoop(receiver.handler_threads)
+        elif receiver.handler_threads != _current.pool.count:
+            LOG.info("%r: the handler pool has %d threads already (HandlerThreads of the first receiver)",
+                     receiver, _current.pool.count)
+        receiver.pool, receiver.auth_threads = _current.pool, _current.auth_threads
+        receiver.poller, receiver.poller_loop = _current.thread, _current.loop
+        _current.call(_current.add(receiver))
+
+
+def _unserve(receivers, timeout: float) -> None:
+    global _current
+    with _loop_lock:
+        if _current is None:
+            return
+        _current.call(_current.remove(receivers, timeout))
+        if not _current.servers:
+            _current.stop()
+            _current = None
 
 
 class Receivers:
-    """Several receivers as one ``settings.receiver``: ``start()`` starts them all, in one thread.
+    """Several receivers as one ``settings.receiver``: ``start()`` starts them all, in one loop thread.
 
-    Salmon's own receivers may be among them: they are served by the same
-    thread rather than starting one each.
+    Salmon's own (asyncore) receivers may be among them: they are served by one
+    shared asyncore thread rather than one each.
     """
 
     def __init__(self, *receivers):
         self.receivers = receivers
 
     def start(self) -> None:
+        stock = []
         for receiver in self.receivers:
             if isinstance(receiver, _Receiver):
                 receiver.start()
-            else:  # a Salmon receiver's start() would run a second asyncore loop over the same sockets
-                receiver.poller = start_loop()
+            else:
+                stock.append(receiver)
+        if stock:
+            poller = _start_asyncore()
+            for receiver in stock:
+                receiver.poller = poller
+        if threading.current_thread() is threading.main_thread():
+            self._stop_on_signals()
+
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """Stop every receiver of ours: listeners close, running handlers finish, sessions end."""
+        _unserve([r for r in self.receivers if isinstance(r, _Receiver)], timeout)
+
+    def _stop_on_signals(self) -> None:
+        def stop(signum, frame):
+            LOG.info("signal %d: stopping the receivers", signum)
+            self.stop()
+            # `salmon start` has returned and the interpreter is waiting for our thread: it now ends.
+            # Otherwise (salmon start --debug sleeps in the main thread) leave as the signal asked.
+            if frame is None or frame.f_globals.get("__name__") != "threading":
+                raise SystemExit(0)
+
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                signal.signal(signum, stop)
 
     def __iter__(self):
         return iter(self.receivers)
 
     def __repr__(self):
         return f"<Receivers {list(self.receivers)!r}>"
+
+
+_asyncore_thread: Optional[threading.Thread] = None
+
+
+def _start_asyncore() -> threading.Thread:
+    """One asyncore thread for Salmon's stock receivers (each one's start() would run its own loop)."""
+    global _asyncore_thread
+    from salmon._vendor import asyncore  # noqa: PLC0415 (only for Salmon's own receivers)
+    with _loop_lock:
+        if _asyncore_thread is None or not _asyncore_thread.is_alive():
+            _asyncore_thread = threading.Thread(target=asyncore.loop, name="salmon-receivers",
+                                                kwargs={"timeout": 0.1, "use_poll": True})
+            _asyncore_thread.start()
+        return _asyncore_thread

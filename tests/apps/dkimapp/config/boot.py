@@ -34,11 +34,12 @@ for name in ("broken", "broken-accept"):
 
 settings.relay = dkim.relay(**settings.relay_config)
 
+# [Submission] of main.ini: STARTTLS certificate and the credentials file `salmon-dkim passwd` writes
 settings.receiver = Receivers(
-    SMTPReceiver(settings.host, settings.smtp_port),
-    SMTPReceiver(settings.host, settings.submission_port, role="submission"),
-    LMTPReceiver(settings.host, settings.lmtp_port),
-    LMTPReceiver(socket=settings.lmtp_socket))
+    SMTPReceiver(settings.host, settings.smtp_port, dkim=dkim),
+    SMTPReceiver(settings.host, settings.submission_port, role="submission", dkim=dkim),
+    LMTPReceiver(settings.host, settings.lmtp_port, dkim=dkim),
+    LMTPReceiver(socket=settings.lmtp_socket, dkim=dkim))
 
 Router.defaults(**settings.router_defaults)
 Router.load(settings.handlers)

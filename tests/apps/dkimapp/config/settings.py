@@ -14,7 +14,7 @@ lmtp_socket = _test["lmtp_socket"]
 relay_config = {"host": host, "port": _test["sink_port"]}
 configs = _test["configs"]  # context name -> INI file; "main" is the installed one
 
-handlers = ["app.handlers.record", "app.handlers.inbound", "app.handlers.outbound"]
+handlers = ["app.handlers.record", "app.handlers.inbound", "app.handlers.outbound", "app.handlers.concurrent"]
 router_defaults = {"local": "[^@]+"}
 
 # config/boot.py sets: relay, receiver, contexts
