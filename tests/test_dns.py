@@ -90,6 +90,16 @@ def test_zone_text_serves_as_a_zone_file():
         zone.query("b.example", "A")
 
 
+def test_names_with_special_characters_match_as_dns_writes_them():
+    zone = ZoneResolver.from_text("a\\032b.example. IN A 192.0.2.9\n")
+    assert [r.address for r in zone.query("a b.example", "A")] == ["192.0.2.9"]
+
+
+def test_an_invalid_name_is_no_record(zone):
+    with pytest.raises(NoRecord, match="not a valid DNS name"):
+        zone.query("a..example.com", "A")
+
+
 def test_a_file_that_is_not_a_zone_file_is_a_clear_error(tmp_path):
     path = tmp_path / "broken.zone"
     path.write_text("s1._domainkey.example.com. IN TXT ( unterminated\n")

@@ -80,7 +80,8 @@ def joined_txt(records: List[dns.rdata.Rdata]) -> List[bytes]:
 
 
 def _key(name: str) -> str:
-    return name.lower().rstrip(".") + "."
+    """The name as dnspython writes it (special characters escaped), lower case, absolute."""
+    return dns.name.from_text(name.rstrip(".") + ".").to_text().lower()
 
 
 class ZoneResolver:
@@ -117,7 +118,7 @@ class ZoneResolver:
         self._records: Dict[Tuple[str, int], List[dns.rdata.Rdata]] = {}
         self._names: Set[str] = set()  # every owner name and the names above it up to the root
         for rrset in rrsets:
-            owner = _key(rrset.name.to_text())
+            owner = rrset.name.to_text().lower()
             labels = owner.split(".")
             self._names.update(".".join(labels[i:]) for i in range(len(labels)))
             self._records.setdefault((owner, rrset.rdtype), []).extend(rrset)
@@ -125,7 +126,10 @@ class ZoneResolver:
     def query(self, name: str, rdtype: RdataType) -> List[dns.rdata.Rdata]:
         wanted = rdata_type(rdtype)
         shown = name.rstrip(".")
-        key, seen = _key(name), set()
+        try:
+            key, seen = _key(name), set()
+        except dns.exception.DNSException as exc:
+            raise NoRecord(f"{shown}: not a valid DNS name ({exc})") from None
         while True:
             records = self._records.get((key, wanted))
             if records:
@@ -134,7 +138,7 @@ class ZoneResolver:
             if not alias:
                 break
             seen.add(key)
-            key = _key(alias[0].target.to_text())
+            key = alias[0].target.to_text().lower()
             if key in seen or len(seen) > MAX_CNAME_CHAIN:
                 raise NoRecord(f"{shown}: its CNAME chain loops or is longer than {MAX_CNAME_CHAIN} "
                                f"in {self.path}")
