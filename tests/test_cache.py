@@ -118,6 +118,16 @@ def read(path):
     return json.loads(path.read_text())
 
 
+def entries_in(path, count, timeout=5.0):
+    """The snapshot's entries once it holds ``count`` of them (a writer thread writes it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(read(path)["entries"]) == count:
+            break
+        time.sleep(0.01)
+    return read(path)["entries"]
+
+
 def test_snapshot_holds_entries_with_wall_clock_expiry(tmp_path):
     path = tmp_path / "cache.json"
     c = cache(path=path)
@@ -145,7 +155,9 @@ def test_snapshot_is_written_at_most_once_per_interval_then_at_close(tmp_path):
     path = tmp_path / "cache.json"
     c = cache(path=path, snapshot_interval=60)
     put(c, answer("a.example", "A", 60, "192.0.2.1"))
+    assert len(entries_in(path, 1)) == 1
     put(c, answer("b.example", "A", 60, "192.0.2.2"))
+    time.sleep(0.2)
     assert len(read(path)["entries"]) == 1
     c.close()
     assert len(read(path)["entries"]) == 2
@@ -158,16 +170,17 @@ def test_snapshot_follows_changes_once_the_interval_has_passed(tmp_path):
     put(c, answer("b.example", "A", 60, "192.0.2.2"))
     time.sleep(0.15)
     c.lookup(dns.name.from_text("a.example"), dns.rdatatype.A)
-    assert len(read(path)["entries"]) == 2
+    assert len(entries_in(path, 2)) == 2
 
 
 def test_clear_request_empties_the_running_cache_before_its_next_lookup(tmp_path):
     path = tmp_path / "cache.json"
     c = cache(path=path, snapshot_interval=0)
     put(c, answer(NAME, "TXT", 3600, f'"{KEY}"'))
+    c.close()
     clear_request_path(path).touch()
     assert c.lookup(dns.name.from_text(NAME), dns.rdatatype.TXT) is None
-    assert not clear_request_path(path).exists() and read(path)["entries"] == []
+    assert not clear_request_path(path).exists() and entries_in(path, 0) == []
 
 
 def test_unwritable_snapshot_warns_once_and_caching_goes_on(tmp_path, caplog):
@@ -175,7 +188,9 @@ def test_unwritable_snapshot_warns_once_and_caching_goes_on(tmp_path, caplog):
     c = cache(path=path, snapshot_interval=0)
     with caplog.at_level(logging.WARNING):
         put(c, answer("a.example", "A", 60, "192.0.2.1"))
+        c.close()
         put(c, answer("b.example", "A", 60, "192.0.2.2"))
+        c.close()
     assert caplog.text.count("cannot write the DNS cache snapshot") == 1
     assert len(c.entries()) == 2
 
@@ -196,6 +211,7 @@ def running_cache(tmp_path, *answers) -> DNSCache:
     c = cache(path=tmp_path / "cache.json", snapshot_interval=0)
     for a in answers:
         put(c, a)
+    c.close()
     return c
 
 
