@@ -1,10 +1,18 @@
-"""Real DNS servers on 127.0.0.1 for tests: dnsmasq serving TXT records, and a black hole.
+"""Real DNS servers on 127.0.0.1 for tests: dnsmasq serving records, and a black hole.
 
 Plain use (any script)::
 
     with start_dns_server({"s1._domainkey.example.test": "v=DKIM1; p=..."}) as server:
         server.resolver(timeout=1).txt("s1._domainkey.example.test")
         server.ini()            # "[DNS]\nNameservers = 127.0.0.1\nPort = ...\n" for a salmon_dkim.ini
+
+    zone = '''
+    example.test.        IN TXT  "v=spf1 mx -all"
+    example.test.        IN MX   10 mail.example.test.
+    mail.example.test.   IN A    192.0.2.1
+    '''
+    with start_dns_server(zone=zone) as server:
+        server.resolver().query("example.test", "MX")
 
 In pytest, ask for the fixtures by name::
 
@@ -16,6 +24,10 @@ In pytest, ask for the fixtures by name::
 What a ``DNSServer`` answers:
 
 - each name given in ``records``: its TXT records, with TTL ``ttl`` (default 300);
+- each record of ``zone`` (RFC 1035 master-file text, absolute names) or of
+  ``zone_file``: A, AAAA, MX, PTR, TXT and CNAME.  As dnsmasq does, a name's
+  A/AAAA records also answer the reverse (PTR) name of each address, and a
+  CNAME may only point at a name with A/AAAA records here;
 - any other name under ``LOCAL_DOMAIN`` or under a domain of a served name
   (its last two labels): NXDOMAIN; ``NO_TXT`` has an A record only (NOERROR, no TXT);
 - any name under ``SERVFAIL_DOMAIN``: SERVFAIL (dnsmasq fails DNSSEC validation
@@ -54,7 +66,7 @@ KEYS_ZONE = Path(__file__).with_name("data") / "keys" / "keys.zone"
 LOCAL_DOMAIN = "example.test"
 SERVFAIL_DOMAIN = "servfail.test"
 SOA_DOMAIN = "soa.test"
-SOA_NEGATIVE_TTL = 20
+SOA_NEGATIVE_TTL = 1  # short: cache tests wait for it to pass
 PLAIN = "plain.example.test"
 MULTI = "multi.example.test"
 LONG = "long.example.test"
@@ -122,16 +134,37 @@ def _argument(string: bytes) -> str:
     return text
 
 
-def records_from_zone(path: Union[str, Path] = KEYS_ZONE) -> Dict[str, List[Strings]]:
-    """The TXT records of an RFC 1035 master file, in the form start_dns_server takes."""
-    rrsets = dns.zonefile.read_rrsets(Path(path).read_text("utf-8"), rdclass=None, default_ttl=3600,
-                                      origin=dns.name.root, relativize=False)
-    records: Dict[str, List[Strings]] = {}
+def zone_options(zone: str) -> List[str]:
+    """dnsmasq options serving the A, AAAA, MX, PTR, TXT and CNAME records of RFC 1035 master-file text."""
+    rrsets = dns.zonefile.read_rrsets(zone, rdclass=None, default_ttl=3600, origin=dns.name.root,
+                                      relativize=False)
+    addresses: Dict[str, List[str]] = {}
+    options: List[str] = []
     for rrset in rrsets:
-        if rrset.rdtype == dns.rdatatype.TXT:
-            records.setdefault(rrset.name.to_text(omit_final_dot=True), []).extend(
-                Strings(*rdata.strings) for rdata in rrset)
-    return records
+        name = rrset.name.to_text(omit_final_dot=True)
+        for rdata in rrset:
+            if rrset.rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+                addresses.setdefault(name, []).append(rdata.address)
+            elif rrset.rdtype == dns.rdatatype.MX:
+                options.append(f"mx-host={name},{rdata.exchange.to_text(omit_final_dot=True)},{rdata.preference}")
+            elif rrset.rdtype == dns.rdatatype.PTR:
+                options.append(f"ptr-record={name},{rdata.target.to_text(omit_final_dot=True)}")
+            elif rrset.rdtype == dns.rdatatype.CNAME:
+                options.append(f"cname={name},{rdata.target.to_text(omit_final_dot=True)}")
+            elif rrset.rdtype == dns.rdatatype.TXT:
+                options.append(f"txt-record={name}," + ",".join(_argument(s) for s in rdata.strings))
+            else:
+                raise ValueError(f"{name} {dns.rdatatype.to_text(rrset.rdtype)}: dnsmasq is not set up "
+                                 "to serve this type here")
+    # One host-record per name: dnsmasq keeps the last one given for a name.
+    return [f"host-record={name}," + ",".join(addrs) for name, addrs in addresses.items()] + options
+
+
+def zone_names(zone: str) -> List[str]:
+    """The owner names of master-file text."""
+    rrsets = dns.zonefile.read_rrsets(zone, rdclass=None, default_ttl=3600, origin=dns.name.root,
+                                      relativize=False)
+    return [rrset.name.to_text(omit_final_dot=True) for rrset in rrsets]
 
 
 def _die_with_parent() -> None:
@@ -191,10 +224,11 @@ class DNSServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, records: Optional[Records] = None, *, ttl: int = 300,
+    def __init__(self, records: Optional[Records] = None, *, zone: str = "", ttl: int = 300,
                  local_domains: Sequence[str] = ()) -> None:
         self.records: Dict[str, List[Record]] = {n.rstrip("."): _record_list(v)
                                                  for n, v in (records or {}).items()}
+        self.zone = zone
         self.ttl = ttl
         self.local_domains = list(local_domains)
         self.workdir = Path(tempfile.mkdtemp(prefix="dnsserver-"))
@@ -273,7 +307,7 @@ class DNSServer:
 
     def _options(self) -> List[str]:
         domains = {LOCAL_DOMAIN, *self.local_domains}
-        domains.update(".".join(n.split(".")[-2:]) for n in self.records)
+        domains.update(".".join(n.split(".")[-2:]) for n in [*self.records, *zone_names(self.zone)])
         domains -= {SERVFAIL_DOMAIN, SOA_DOMAIN}
         options = _base_options(self.port) + [
             f"local-ttl={self.ttl}", f"host-record={NO_TXT},127.0.0.1",
@@ -285,7 +319,7 @@ class DNSServer:
         for name, records in self.records.items():
             for record in records:
                 options.append(f"txt-record={name}," + ",".join(_argument(s) for s in _strings(record)))
-        return options
+        return options + zone_options(self.zone)
 
 
 class BlackHole:
@@ -332,13 +366,14 @@ class BlackHole:
         self.stop()
 
 
-def start_dns_server(records: Optional[Records] = None, *, zone_file: Union[str, Path, None] = None,
-                     ttl: int = 300, local_domains: Sequence[str] = ()) -> DNSServer:
-    """Start dnsmasq serving records (default TEST_RECORDS) plus those of zone_file; call .close()."""
-    served: Dict = dict(TEST_RECORDS if records is None and zone_file is None else records or {})
+def start_dns_server(records: Optional[Records] = None, *, zone: str = "",
+                     zone_file: Union[str, Path, None] = None, ttl: int = 300,
+                     local_domains: Sequence[str] = ()) -> DNSServer:
+    """Start dnsmasq serving records (default TEST_RECORDS) plus those of zone and zone_file; call .close()."""
+    served: Dict = dict(TEST_RECORDS if records is None and not zone and zone_file is None else records or {})
     if zone_file is not None:
-        served.update(records_from_zone(zone_file))
-    return DNSServer(served, ttl=ttl, local_domains=local_domains)
+        zone = Path(zone_file).read_text("utf-8") + "\n" + zone
+    return DNSServer(served, zone=zone, ttl=ttl, local_domains=local_domains)
 
 
 def start_black_hole(host: str = "127.0.0.1", port: Optional[int] = None) -> BlackHole:
@@ -355,7 +390,7 @@ def dns_server() -> Iterator[DNSServer]:
 
 @pytest.fixture
 def dns_server_factory() -> Iterator:
-    """start(records=None, *, zone_file=None, ttl=300, local_domains=()) -> DNSServer; all stopped after."""
+    """start(records=None, *, zone="", zone_file=None, ttl=300, local_domains=()) -> DNSServer; all stopped after."""
     servers: List[DNSServer] = []
 
     def start(*args, **kwargs) -> DNSServer:

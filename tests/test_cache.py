@@ -1,121 +1,115 @@
-"""TTLCache: TTLs, negative answers, LRU bound, the snapshot file, and `salmon-dkim cache`."""
+"""DNSCache (dnspython's LRU cache with the [DNS] caps), its snapshot file, and `salmon-dkim cache`.
+
+Answers are put in as dnspython's resolver puts them: an ``Answer`` made from
+a response, under the (name, type, class) key.  TTL expiry over a real
+nameserver is in test_livedns.py.
+"""
 import json
 import logging
 import os
 import time
 
+import dns.message
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.resolver
+import pytest
 from click.testing import CliRunner
 
-from salmon_dkim.dns.cache import TTLCache
 from salmon_dkim.cli import main
+from salmon_dkim.dns.cache import CacheEntry, DNSCache, clear_request_path
 
-KEY = b"v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAuvLEcj0"
+KEY = "v=DKIM1; k=rsa; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAuvLEcj0"
 NAME = "s1._domainkey.example.com"
 MISSING = "nx._domainkey.example.com"
-WALL = 1_800_000_000.0
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def cache(clock=None, *, max_size=100, max_ttl=86400, negative_ttl=300, **kwargs) -> TTLCache:
-    return TTLCache(max_size, max_ttl, negative_ttl, clock=clock or Clock(), **kwargs)
+def answer(name: str, rdtype: str, ttl: int, *records: str, rcode: str = "NOERROR",
+           soa_minimum: int = 3600) -> dns.resolver.Answer:
+    """The Answer dnspython's resolver would make of a response with these records."""
+    lines = ["id 1", "opcode QUERY", f"rcode {rcode}", "flags QR AA RD RA", ";QUESTION", f"{name}. IN {rdtype}",
+             ";ANSWER", *[f"{name}. {ttl} IN {rdtype} {r}" for r in records], ";AUTHORITY"]
+    if not records:
+        lines.append(f"example.com. 3600 IN SOA ns.example.com. root.example.com. 1 7200 900 1209600 {soa_minimum}")
+    response = dns.message.from_text("\n".join(lines) + "\n")
+    qtype = dns.rdatatype.ANY if rcode == "NXDOMAIN" else dns.rdatatype.from_text(rdtype)
+    return dns.resolver.Answer(dns.name.from_text(name), qtype, dns.rdataclass.IN, response)
 
 
-def test_answer_is_kept_for_its_ttl():
-    clock = Clock()
-    c = cache(clock)
-    c.put(NAME, [KEY], 60)
-    clock.advance(59)
-    assert c.get(NAME).records == (KEY,)
-    clock.advance(1)
-    assert c.get(NAME) is None
+def put(cache: DNSCache, a: dns.resolver.Answer) -> None:
+    cache.put((a.qname, a.rdtype, dns.rdataclass.IN), a)
+
+
+def cache(*, max_size=100, max_ttl=86400, negative_ttl=300, **kwargs) -> DNSCache:
+    return DNSCache(max_size, max_ttl, negative_ttl, **kwargs)
+
+
+def expires_in(entry: CacheEntry) -> float:
+    return entry.expires_at - time.time()
+
+
+# -- what is cached and for how long ---------------------------------------------
+
+def test_answer_is_listed_with_its_records_and_ttl():
+    c = cache()
+    put(c, answer(NAME, "TXT", 600, f'"{KEY}"'))
+    [entry] = c.entries()
+    assert (entry.name, entry.rdtype, entry.records) == (NAME, "TXT", [KEY])
+    assert 599 <= expires_in(entry) <= 600
 
 
 def test_ttl_is_capped_at_max_ttl():
-    clock = Clock()
-    c = cache(clock, max_ttl=10)
-    c.put(NAME, [KEY], 3600)
-    clock.advance(10)
-    assert c.get(NAME) is None
+    c = cache(max_ttl=10)
+    put(c, answer(NAME, "TXT", 3600, f'"{KEY}"'))
+    assert expires_in(c.entries()[0]) <= 10
 
 
-def test_zero_ttl_is_not_cached():
-    c = cache()
-    c.put(NAME, [KEY], 0)
-    assert c.get(NAME) is None
+def test_zero_max_ttl_caches_no_answer():
+    c = cache(max_ttl=0)
+    put(c, answer(NAME, "TXT", 3600, f'"{KEY}"'))
+    assert c.entries() == []
 
 
-def test_negative_answer_is_kept_for_negative_ttl():
-    clock = Clock()
-    c = cache(clock, negative_ttl=300)
-    c.put_negative(MISSING)
-    clock.advance(299)
-    assert c.get(MISSING).records is None
-    clock.advance(1)
-    assert c.get(MISSING) is None
+def test_nxdomain_is_listed_as_does_not_exist_for_the_soa_minimum():
+    c = cache(negative_ttl=300)
+    put(c, answer(MISSING, "TXT", 0, rcode="NXDOMAIN", soa_minimum=120))
+    [entry] = c.entries()
+    assert (entry.name, entry.rdtype, entry.records) == (MISSING, "ANY", None)
+    assert 119 <= expires_in(entry) <= 120
 
 
-def test_soa_minimum_shortens_negative_caching():
-    clock = Clock()
-    c = cache(clock, negative_ttl=300)
-    c.put_negative(MISSING, soa_ttl=30)
-    clock.advance(30)
-    assert c.get(MISSING) is None
+def test_negative_answer_is_capped_at_negative_ttl():
+    c = cache(negative_ttl=30)
+    put(c, answer(NAME, "AAAA", 0, soa_minimum=3600))
+    [entry] = c.entries()
+    assert entry.records == [] and expires_in(entry) <= 30
 
 
-def test_soa_minimum_longer_than_negative_ttl_is_capped():
-    clock = Clock()
-    c = cache(clock, negative_ttl=300)
-    c.put_negative(MISSING, soa_ttl=86400)
-    clock.advance(300)
-    assert c.get(MISSING) is None
-
-
-def test_zero_negative_ttl_turns_negative_caching_off():
+def test_zero_negative_ttl_caches_no_negative_answer():
     c = cache(negative_ttl=0)
-    c.put_negative(MISSING)
-    assert c.get(MISSING) is None
+    put(c, answer(MISSING, "TXT", 0, rcode="NXDOMAIN"))
+    assert c.entries() == []
 
 
-def test_least_recently_used_entry_goes_first():
-    c = cache(max_size=2)
-    c.put("a.example", [b"a"], 60)
-    c.put("b.example", [b"b"], 60)
-    c.get("a.example")
-    c.put("c.example", [b"c"], 60)
-    assert [name for name, _, _ in c.entries()] == ["a.example", "c.example"]
-
-
-def test_max_size_zero_caches_nothing():
-    c = cache(max_size=0)
-    c.put(NAME, [KEY], 60)
-    c.put_negative(MISSING)
-    assert c.get(NAME) is None and c.get(MISSING) is None and len(c) == 0
-
-
-def test_names_match_without_case_or_final_dot():
+def test_lookup_finds_a_cached_nxdomain_for_any_type():
     c = cache()
-    c.put("S1._DomainKey.Example.COM.", [KEY], 60)
-    assert c.get(NAME).records == (KEY,)
+    put(c, answer(MISSING, "TXT", 0, rcode="NXDOMAIN"))
+    found = c.lookup(dns.name.from_text(MISSING), dns.rdatatype.MX)
+    assert found is not None and found.response.rcode() == dns.rcode.NXDOMAIN
 
 
-def test_entries_list_records_or_none_with_expiry():
-    clock = Clock(1000)
-    c = cache(clock)
-    c.put(NAME, [KEY, b"second"], 60)
-    c.put_negative(MISSING)
-    assert c.entries() == [(NAME, [KEY, b"second"], 1060), (MISSING, None, 1300)]
+def test_least_recently_used_answer_goes_first():
+    c = cache(max_size=2)
+    for name in ("a.example", "b.example"):
+        put(c, answer(name, "A", 60, "192.0.2.1"))
+    c.lookup(dns.name.from_text("a.example"), dns.rdatatype.A)
+    put(c, answer("c.example", "A", 60, "192.0.2.3"))
+    assert sorted(e.name for e in c.entries()) == ["a.example", "c.example"]
+
+
+def test_empty_cache_is_still_a_cache_to_dnspython():
+    assert bool(cache())  # dnspython skips caching when `resolver.cache` is falsy
 
 
 # -- the snapshot file ----------------------------------------------------------
@@ -124,85 +118,81 @@ def read(path):
     return json.loads(path.read_text())
 
 
+def entries_in(path, count, timeout=5.0):
+    """The snapshot's entries once it holds ``count`` of them (a writer thread writes it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and len(read(path)["entries"]) == count:
+            break
+        time.sleep(0.01)
+    return read(path)["entries"]
+
+
 def test_snapshot_holds_entries_with_wall_clock_expiry(tmp_path):
     path = tmp_path / "cache.json"
-    c = cache(Clock(1000), path=path, wall_clock=lambda: WALL)
-    c.put(NAME, [KEY], 60)
-    c.put_negative(MISSING)
+    c = cache(path=path)
+    put(c, answer(NAME, "TXT", 60, f'"{KEY}"'))
+    put(c, answer(MISSING, "TXT", 0, rcode="NXDOMAIN", soa_minimum=300))
     c.close()
-    entries = read(path)["entries"]
-    assert entries == [{"name": NAME, "records": [KEY.decode()], "expires_at": WALL + 60},
-                       {"name": MISSING, "records": None, "expires_at": WALL + 300}]
+    data = read(path)
+    assert abs(data["written_at"] - time.time()) < 5
+    entries = {e["name"]: e for e in data["entries"]}
+    assert entries[NAME]["records"] == [KEY] and entries[NAME]["type"] == "TXT"
+    assert entries[MISSING]["records"] is None
+    assert 55 < entries[NAME]["expires_at"] - time.time() <= 60
 
 
 def test_snapshot_is_public_and_written_without_leftover_temp_files(tmp_path):
     path = tmp_path / "cache.json"
     c = cache(path=path)
-    c.put(NAME, [KEY], 60)
+    put(c, answer(NAME, "TXT", 60, f'"{KEY}"'))
     c.close()
     assert os.stat(path).st_mode & 0o777 == 0o644
     assert os.listdir(tmp_path) == ["cache.json"]
 
 
-def test_snapshot_writes_are_throttled_until_close(tmp_path):
+def test_snapshot_is_written_at_most_once_per_interval_then_at_close(tmp_path):
     path = tmp_path / "cache.json"
-    c = cache(path=path, flush_interval=60)
-    c.put("a.example", [b"a"], 60)
-    c.put("b.example", [b"b"], 60)
+    c = cache(path=path, snapshot_interval=60)
+    put(c, answer("a.example", "A", 60, "192.0.2.1"))
+    assert len(entries_in(path, 1)) == 1
+    put(c, answer("b.example", "A", 60, "192.0.2.2"))
+    time.sleep(0.2)
     assert len(read(path)["entries"]) == 1
     c.close()
     assert len(read(path)["entries"]) == 2
 
 
-def test_dirty_snapshot_is_written_within_the_flush_interval(tmp_path):
+def test_snapshot_follows_changes_once_the_interval_has_passed(tmp_path):
     path = tmp_path / "cache.json"
-    c = cache(path=path, flush_interval=0.2)
-    c.put("a.example", [b"a"], 60)
-    c.put("b.example", [b"b"], 60)
-    deadline = time.monotonic() + 5
-    while len(read(path)["entries"]) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(read(path)["entries"]) == 2
+    c = cache(path=path, snapshot_interval=0.1)
+    put(c, answer("a.example", "A", 60, "192.0.2.1"))
+    put(c, answer("b.example", "A", 60, "192.0.2.2"))
+    time.sleep(0.15)
+    c.lookup(dns.name.from_text("a.example"), dns.rdatatype.A)
+    assert len(entries_in(path, 2)) == 2
+
+
+def test_clear_request_empties_the_running_cache_before_its_next_lookup(tmp_path):
+    path = tmp_path / "cache.json"
+    c = cache(path=path, snapshot_interval=0)
+    put(c, answer(NAME, "TXT", 3600, f'"{KEY}"'))
     c.close()
+    clear_request_path(path).touch()
+    assert c.lookup(dns.name.from_text(NAME), dns.rdatatype.TXT) is None
+    assert not clear_request_path(path).exists() and entries_in(path, 0) == []
 
 
-def test_snapshot_is_read_back_at_start_without_expired_entries(tmp_path):
-    path = tmp_path / "cache.json"
-    first = cache(path=path, wall_clock=lambda: WALL)
-    first.put(NAME, [KEY, b"\xff raw"], 60)
-    first.put("short.example", [b"x"], 5)
-    first.close()
-    second = cache(path=path, wall_clock=lambda: WALL + 10)
-    assert second.get(NAME).records == (KEY, b"\xff raw")
-    assert second.get("short.example") is None
-
-
-def test_corrupt_snapshot_is_ignored_with_a_warning_and_replaced(tmp_path, caplog):
-    path = tmp_path / "cache.json"
-    path.write_text("{not json")
-    with caplog.at_level(logging.WARNING):
-        c = cache(path=path)
-    assert "ignoring the DNS cache snapshot" in caplog.text and str(path) in caplog.text
-    c.put(NAME, [KEY], 60)
-    c.close()
-    assert read(path)["entries"][0]["name"] == NAME
-
-
-def test_snapshot_entry_whose_name_is_not_text_is_ignored_with_a_warning(tmp_path, caplog):
-    path = tmp_path / "cache.json"
-    path.write_text('{"version": 1, "entries": [{"name": 5, "records": null, "expires_at": 9e9}]}')
-    with caplog.at_level(logging.WARNING):
-        c = cache(path=path)
-    assert "name 5 is not text" in caplog.text and c.entries() == []
-
-
-def test_unwritable_snapshot_warns_and_caching_goes_on(tmp_path, caplog):
+def test_unwritable_snapshot_warns_once_and_caching_goes_on(tmp_path, caplog):
     path = tmp_path / "no-such-folder" / "cache.json"
-    c = cache(path=path)
+    c = cache(path=path, snapshot_interval=0)
     with caplog.at_level(logging.WARNING):
-        c.put(NAME, [KEY], 60)
-    assert "cannot write the DNS cache snapshot" in caplog.text
-    assert c.get(NAME).records == (KEY,)
+        put(c, answer("a.example", "A", 60, "192.0.2.1"))
+        c.close()
+        put(c, answer("b.example", "A", 60, "192.0.2.2"))
+        c.close()
+    assert caplog.text.count("cannot write the DNS cache snapshot") == 1
+    assert len(c.entries()) == 2
 
 
 # -- salmon-dkim cache ----------------------------------------------------------
@@ -217,34 +207,40 @@ def config(tmp_path, dns_lines="CacheFile = cache.json\n"):
     return str(ini)
 
 
-def test_cache_command_shows_answers_and_missing_names(tmp_path):
-    c = cache(path=tmp_path / "cache.json")
-    c.put(NAME, [KEY], 3600)
-    c.put_negative(MISSING)
+def running_cache(tmp_path, *answers) -> DNSCache:
+    c = cache(path=tmp_path / "cache.json", snapshot_interval=0)
+    for a in answers:
+        put(c, a)
     c.close()
+    return c
+
+
+def test_cache_command_shows_answers_types_and_missing_names(tmp_path):
+    running_cache(tmp_path, answer(NAME, "TXT", 3600, f'"{KEY}"'),
+                  answer("example.com", "MX", 3600, "10 mx.example.com."),
+                  answer(MISSING, "TXT", 0, rcode="NXDOMAIN", soa_minimum=300))
     result = run("--config", config(tmp_path))
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[1].split() == ["NAME", "ANSWER", "EXPIRES", "IN", "EXPIRES", "AT"]
-    assert any(line.startswith(NAME) and "v=DKIM1; k=rsa; p=MIIBIjAN" in line and "59m" in line
+    assert lines[0].startswith("3 cached answers in") and "as of" in lines[0]
+    assert lines[1].split() == ["NAME", "TYPE", "ANSWER", "EXPIRES", "IN", "EXPIRES", "AT"]
+    assert any(line.startswith(NAME) and " TXT " in line and "v=DKIM1; k=rsa; p=MIIBIjAN" in line and "59m" in line
                for line in lines)
+    assert any(line.startswith("example.com ") and "10 mx.example.com." in line for line in lines)
     assert any(line.startswith(MISSING) and "does not exist" in line and "4m" in line for line in lines)
 
 
 def test_cache_command_full_shows_whole_records(tmp_path):
-    c = cache(path=tmp_path / "cache.json")
-    c.put(NAME, [KEY + b"A" * 200], 3600)
-    c.close()
-    assert (KEY + b"A" * 200).decode() in run("--config", config(tmp_path), "--full").output
+    running_cache(tmp_path, answer(NAME, "TXT", 3600, f'"{KEY}" "{"A" * 200}"'))
+    assert KEY + "A" * 200 in run("--config", config(tmp_path), "--full").output
 
 
 def test_cache_command_clear_empties_the_snapshot_and_the_running_cache(tmp_path):
-    running = cache(path=tmp_path / "cache.json", flush_interval=0)
-    running.put(NAME, [KEY], 3600)
+    running = running_cache(tmp_path, answer(NAME, "TXT", 3600, f'"{KEY}"'))
     result = run("--config", config(tmp_path), "--clear")
     assert result.exit_code == 0 and "Cleared 1 cached answers" in result.output
     assert "cache is empty" in run("--config", config(tmp_path)).output
-    assert running.get(NAME) is None
+    assert running.lookup(dns.name.from_text(NAME), dns.rdatatype.TXT) is None
 
 
 def test_cache_command_says_when_caching_is_off(tmp_path):
@@ -262,8 +258,9 @@ def test_cache_command_before_anything_was_cached(tmp_path):
     assert result.exit_code == 0 and "Nothing cached yet" in result.output
 
 
-def test_cache_command_refuses_a_corrupt_snapshot(tmp_path):
-    (tmp_path / "cache.json").write_text("[]")
+@pytest.mark.parametrize("content", ["[]", "{not json", '{"version": 1, "entries": []}'])
+def test_cache_command_refuses_a_file_that_is_not_a_snapshot(tmp_path, content):
+    (tmp_path / "cache.json").write_text(content)
     result = run("--config", config(tmp_path))
     assert result.exit_code == 2 and "not a DNS cache snapshot" in result.output
 

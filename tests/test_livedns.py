@@ -1,30 +1,32 @@
-"""LiveResolver against a real dnsmasq on 127.0.0.1 (see dnsserver.py): answers, errors, time limit, cache."""
+"""LiveResolver against a real dnsmasq on 127.0.0.1 (see dnsserver.py): answers, errors, time limit, cache, counters."""
 import time
 
-import dns.message
 import pytest
 
 from dnsserver import (LONG, LONG_TEXT, MISSING, MULTI, NO_TXT, PLAIN, REFUSED, SERVFAIL, SOA_MISSING,
                        SOA_NEGATIVE_TTL, BlackHole)
-from salmon_dkim.dns.cache import TTLCache
+from salmon_dkim.dns.cache import DNSCache
 from salmon_dkim.dns.resolver import NoSuchDomain, NoRecord, TemporaryDNSError, ZoneResolver
-from salmon_dkim.dns.live import LiveResolver, negative_ttl
+from salmon_dkim.dns.live import LiveResolver
+
+SPF_ZONE = """\
+example.test.           IN TXT   "v=spf1 mx a:alias.example.test -all"
+example.test.           IN MX    10 mail.example.test.
+example.test.           IN MX    20 backup.example.test.
+mail.example.test.      IN A     192.0.2.1
+mail.example.test.      IN AAAA  2001:db8::1
+backup.example.test.    IN A     192.0.2.2
+alias.example.test.     IN CNAME mail.example.test.
+9.2.0.192.in-addr.arpa. IN PTR   relay.example.test.
+"""
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+def cached_resolver(server, *, max_size=100, max_ttl=86400, negative_ttl=300):
+    return server.resolver(timeout=0.5, cache=DNSCache(max_size, max_ttl, negative_ttl))
 
 
-def cached_resolver(server, clock=None, *, max_size=100, max_ttl=86400, negative_ttl=300):
-    cache = TTLCache(max_size, max_ttl, negative_ttl, clock=clock or Clock())
-    return server.resolver(timeout=0.5, cache=cache)
+def texts(records):
+    return sorted(r.to_text() for r in records)
 
 
 # -- answers --------------------------------------------------------------------
@@ -47,6 +49,44 @@ def test_every_test_key_is_served_as_in_the_zone_file(keys_dns_server, zone_file
 def test_several_records_at_one_name_all_come_back(dns_server_factory):
     server = dns_server_factory({"two.example.test": ["v=DKIM1; p=one", "v=DKIM1; p=two"]})
     assert sorted(server.resolver().txt("two.example.test")) == [b"v=DKIM1; p=one", b"v=DKIM1; p=two"]
+
+
+@pytest.fixture
+def spf_dns_server(dns_server_factory):
+    return dns_server_factory(zone=SPF_ZONE)
+
+
+@pytest.mark.parametrize("name, rdtype, expected", [
+    ("example.test", "MX", ["10 mail.example.test.", "20 backup.example.test."]),
+    ("mail.example.test", "A", ["192.0.2.1"]),
+    ("mail.example.test", "AAAA", ["2001:db8::1"]),
+    ("9.2.0.192.in-addr.arpa", "PTR", ["relay.example.test."]),
+    ("example.test", "TXT", ['"v=spf1 mx a:alias.example.test -all"']),
+])
+def test_each_record_type_comes_back_as_served(spf_dns_server, name, rdtype, expected):
+    assert texts(spf_dns_server.resolver().query(name, rdtype)) == expected
+
+
+def test_a_cname_is_followed_to_the_records_it_names(spf_dns_server):
+    assert texts(spf_dns_server.resolver().query("alias.example.test", "A")) == ["192.0.2.1"]
+
+
+def test_live_and_zone_answers_agree_for_every_type(spf_dns_server):
+    live, zone = spf_dns_server.resolver(), ZoneResolver.from_text(SPF_ZONE)
+    for name, rdtype in [("example.test", "MX"), ("mail.example.test", "AAAA"), ("alias.example.test", "A"),
+                         ("9.2.0.192.in-addr.arpa", "PTR"), ("example.test", "TXT")]:
+        assert texts(live.query(name, rdtype)) == texts(zone.query(name, rdtype))
+
+
+def test_name_without_records_of_the_type_asked_is_no_record(spf_dns_server):
+    with pytest.raises(NoRecord, match="backup.example.test: exists but has no AAAA record") as info:
+        spf_dns_server.resolver().query("backup.example.test", "AAAA")
+    assert not isinstance(info.value, NoSuchDomain)
+
+
+def test_unknown_record_type_is_a_programming_error(dns_server):
+    with pytest.raises(ValueError, match="'BOGUS' is not a DNS record type"):
+        dns_server.resolver().query(PLAIN, "BOGUS")
 
 
 # -- final and temporary errors -------------------------------------------------
@@ -111,7 +151,7 @@ def test_nameserver_not_running_gives_a_temporary_error(dns_server):
         resolver.txt(PLAIN)
 
 
-# -- cache ----------------------------------------------------------------------
+# -- cache (dnspython's, with the [DNS] caps) ------------------------------------
 
 def test_cached_answer_is_served_without_asking_again(dns_server):
     resolver = cached_resolver(dns_server)
@@ -120,54 +160,61 @@ def test_cached_answer_is_served_without_asking_again(dns_server):
     assert resolver.txt(PLAIN) == first
 
 
+def test_cache_serves_every_record_type(spf_dns_server):
+    resolver = cached_resolver(spf_dns_server)
+    first = texts(resolver.query("example.test", "MX")), texts(resolver.query("alias.example.test", "A"))
+    spf_dns_server.stop()
+    assert (texts(resolver.query("example.test", "MX")), texts(resolver.query("alias.example.test", "A"))) == first
+
+
 def test_answer_is_asked_again_after_its_ttl(dns_server_factory):
-    clock = Clock()
-    server = dns_server_factory(ttl=60)
-    resolver = cached_resolver(server, clock)
+    resolver = cached_resolver(dns_server_factory(ttl=1))
     resolver.txt(PLAIN)
-    server.stop()
-    clock.advance(59)
     resolver.txt(PLAIN)
-    clock.advance(1)
-    with pytest.raises(TemporaryDNSError):
-        resolver.txt(PLAIN)
+    assert resolver.stats.as_dict()["cache_hits"] == 1
+    time.sleep(1.05)
+    resolver.txt(PLAIN)
+    assert resolver.stats.as_dict()["cache_misses"] == 2
 
 
 def test_ttl_is_capped_at_max_cache_ttl(dns_server):
-    clock = Clock()
-    resolver = cached_resolver(dns_server, clock, max_ttl=10)
+    resolver = cached_resolver(dns_server, max_ttl=1)
     resolver.txt(PLAIN)
-    dns_server.stop()
-    clock.advance(10)
-    with pytest.raises(TemporaryDNSError):
-        resolver.txt(PLAIN)
+    time.sleep(1.05)
+    resolver.txt(PLAIN)
+    assert resolver.stats.as_dict()["cache_misses"] == 2
 
 
 def test_missing_name_is_cached_for_negative_ttl(dns_server):
-    clock = Clock()
-    resolver = cached_resolver(dns_server, clock, negative_ttl=60)
-    with pytest.raises(NoRecord):
-        resolver.txt(MISSING)
-    dns_server.stop()
-    with pytest.raises(NoRecord, match="cached"):
-        resolver.txt(MISSING)
-    clock.advance(60)
-    with pytest.raises(TemporaryDNSError):
+    resolver = cached_resolver(dns_server, negative_ttl=1)
+    for _ in range(2):
+        with pytest.raises(NoSuchDomain):
+            resolver.txt(MISSING)
+    assert resolver.stats.as_dict()["cache_hits"] == 1
+    time.sleep(1.05)
+    with pytest.raises(NoSuchDomain, match=r"\(NXDOMAIN\)$"):
         resolver.txt(MISSING)
 
 
 def test_missing_name_is_cached_for_the_soa_minimum_when_shorter(dns_server):
-    clock = Clock()
-    resolver = cached_resolver(dns_server, clock, negative_ttl=300)
+    resolver = cached_resolver(dns_server, negative_ttl=300)
+    for _ in range(2):
+        with pytest.raises(NoRecord):
+            resolver.txt(SOA_MISSING)
+    assert resolver.stats.as_dict()["cache_hits"] == 1
+    time.sleep(SOA_NEGATIVE_TTL + 0.05)
     with pytest.raises(NoRecord):
         resolver.txt(SOA_MISSING)
+    assert resolver.stats.as_dict()["cache_misses"] == 2
+
+
+def test_zero_negative_cache_ttl_turns_negative_caching_off(dns_server):
+    resolver = cached_resolver(dns_server, negative_ttl=0)
+    resolver.txt(PLAIN)
     dns_server.stop()
-    clock.advance(SOA_NEGATIVE_TTL / 2)
-    with pytest.raises(NoRecord, match="cached"):
-        resolver.txt(SOA_MISSING)
-    clock.advance(SOA_NEGATIVE_TTL / 2)
+    assert resolver.txt(PLAIN)
     with pytest.raises(TemporaryDNSError):
-        resolver.txt(SOA_MISSING)
+        resolver.txt(MISSING)
 
 
 def test_temporary_error_is_not_cached(dns_server):
@@ -190,12 +237,24 @@ def test_cache_keeps_the_most_recently_used_answers(dns_server):
         resolver.txt(MULTI)
 
 
-def test_negative_ttl_comes_from_the_soa_of_the_answer():
-    response = dns.message.from_text(
-        "id 1\nopcode QUERY\nrcode NXDOMAIN\nflags QR AA\n;QUESTION\nnx.example.com. IN TXT\n;ANSWER\n"
-        ";AUTHORITY\nexample.com. 3600 IN SOA ns.example.com. root.example.com. 1 7200 900 1209600 120\n")
-    assert negative_ttl(response) == 120
-    assert negative_ttl(None) is None
+# -- counters -------------------------------------------------------------------
+
+def test_counters_tell_lookups_hits_misses_and_failures_apart(dns_server):
+    resolver = cached_resolver(dns_server)
+    resolver.txt(PLAIN)
+    resolver.txt(PLAIN)
+    for name in (SERVFAIL, REFUSED):
+        with pytest.raises(TemporaryDNSError):
+            resolver.txt(name)
+    assert resolver.stats.as_dict() == {"lookups": 4, "cache_hits": 1, "cache_misses": 3, "timeouts": 0,
+                                        "servfails": 1, "failures": 1}
+
+
+def test_counters_count_timeouts(black_hole):
+    resolver = black_hole.resolver(timeout=0.3)
+    with pytest.raises(TemporaryDNSError):
+        resolver.txt(PLAIN)
+    assert resolver.stats.as_dict()["timeouts"] == 1
 
 
 # -- settings -------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """salmon-dkim cache: show (or empty) the DNS answers a running server has cached.
 
 The server writes its cache to ``[DNS] CacheFile`` every few seconds while it
-changes; this command reads that snapshot, as MDaemon's DKIM cache viewer does.
+changes (see salmon_dkim.dns.cache); this command reads that snapshot, as
+MDaemon's DKIM cache viewer does, and says how old it is.  ``--clear`` leaves a
+request the running server obeys before its next lookup.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import List, Optional
 
 import click
 
-from salmon_dkim.dns.cache import SnapshotError, read_snapshot, snapshot_entries, write_snapshot
+from salmon_dkim.dns.cache import CacheEntry, SnapshotError, read_snapshot, request_clear
 from salmon_dkim.cli import main
 from salmon_dkim.cli.common import settings_or_stop, stop
 from salmon_dkim.config import Settings
@@ -55,28 +57,30 @@ def _shorten(text: str, full: bool) -> str:
     return text if full or len(text) <= ANSWER_WIDTH else text[:ANSWER_WIDTH - 1] + "…"
 
 
-def _rows(entries, now: float, full: bool) -> List[List[str]]:
+def _rows(entries: List[CacheEntry], now: float, full: bool) -> List[List[str]]:
     rows = []
-    for name, records, expires_at in sorted(entries, key=lambda e: e[0]):
-        answers = ["does not exist"] if records is None else ["no TXT record"] if not records else [
-            _shorten(r.decode("utf-8", "backslashreplace"), full) for r in records]
+    for e in sorted(entries, key=lambda e: (e.name, e.rdtype)):
+        if e.expires_at <= now:
+            continue
+        answers = (["does not exist"] if e.records is None else [f"no {e.rdtype} record"] if not e.records
+                   else [_shorten(r, full) for r in e.records])
         for i, answer in enumerate(answers):
-            rows.append([name, answer, _duration(expires_at - now), _utc(expires_at)] if i == 0
-                        else ["", answer, "", ""])
+            rows.append([e.name, e.rdtype, answer, _duration(e.expires_at - now), _utc(e.expires_at)] if i == 0
+                        else ["", "", answer, "", ""])
     return rows
 
 
 def _table(rows: List[List[str]]) -> str:
-    header = ["NAME", "ANSWER", "EXPIRES IN", "EXPIRES AT"]
+    header = ["NAME", "TYPE", "ANSWER", "EXPIRES IN", "EXPIRES AT"]
     widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
                      for row in [header] + rows)
 
 
-def _read(path: Path) -> Optional[list]:
-    """The snapshot's entries, None when there is no file yet; exit 2 when it is unreadable."""
+def _read(path: Path) -> Optional[tuple]:
+    """(written_at, entries) of the snapshot, None when there is no file yet; exit 2 when it is unreadable."""
     try:
-        return snapshot_entries(read_snapshot(path))
+        return read_snapshot(path)
     except FileNotFoundError:
         return None
     except SnapshotError as exc:
@@ -97,25 +101,31 @@ def cache(config_file: Optional[str], clear: bool, full: bool) -> None:
     if clear:
         _clear(path)
         return
-    entries = _read(path)
-    if entries is None:
+    snapshot = _read(path)
+    if snapshot is None:
         stop(0, f"Nothing cached yet: {path} does not exist "
                  "(the server writes it once it caches an answer).")
-    if not entries:
-        stop(0, f"The DNS cache is empty ({path}).")
-    click.echo(f"{len(entries)} cached answers in {path}")
-    click.echo(_table(_rows(entries, time.time(), full)))
+    written_at, entries = snapshot
+    now = time.time()
+    rows = _rows(entries, now, full)
+    as_of = f"as of {_utc(written_at)}, {_duration(now - written_at) if now - written_at >= 1 else '0s'} ago"
+    if not rows:
+        stop(0, f"The DNS cache is empty ({path}, {as_of}).")
+    live = sum(1 for e in entries if e.expires_at > now)
+    click.echo(f"{live} cached answers in {path} ({as_of})")
+    click.echo(_table(rows))
 
 
 def _clear(path: Path) -> None:
     if not path.exists():
         stop(0, f"Nothing to clear: {path} does not exist.")
     try:
-        count = len(snapshot_entries(read_snapshot(path)))
+        count = sum(1 for e in read_snapshot(path)[1] if e.expires_at > time.time())
     except (OSError, SnapshotError):
         count = 0
     try:
-        write_snapshot(path, [], cleared_at=time.time())
+        request_clear(path)
     except OSError as exc:
         stop(2, f"{path}: cannot be written: {exc}")
-    click.echo(f"Cleared {count} cached answers from {path}; a running server drops its copy within seconds.")
+    click.echo(f"Cleared {count} cached answers from {path}; a running server empties its cache "
+               "before its next lookup.")

@@ -97,7 +97,7 @@ class DNSSettings:
     cache_size: int = 10000
     max_cache_ttl: int = 86400
     negative_cache_ttl: int = 300
-    max_lookups_per_message: int = 10
+    max_lookups_per_message: int = 30
     cache_file: Optional[Path] = None
 
 

@@ -1,1 +1,1 @@
-"""DNS for the core: the TXTResolver protocol, a zone-file source, live DNS, and its cache."""
+"""DNS for the core: the Resolver protocol (txt and query), a zone-file source, live DNS, and its cache."""

@@ -1,258 +1,231 @@
-"""A bounded cache of TXT answers that honours their TTL, with an optional snapshot file.
+"""The DNS cache: dnspython's own LRU answer cache, capped as [DNS] says, listable for `salmon-dkim cache`.
 
-Answers (records) are kept for their TTL, capped at ``max_ttl``; final negative
-answers (NXDOMAIN, no TXT) for ``negative_ttl``, or for the SOA minimum when the
-answer carries one and it is shorter.  Temporary errors are never cached.  The
-least recently used entry goes first when ``max_size`` is reached; ``max_size``
-0 turns caching off.
+Why it is this small: dnspython's resolver already caches what a resolver
+should.  Answers stay for their TTL (the smallest along a CNAME chain);
+NXDOMAIN and "no record of that type" stay for the negative TTL of the
+answer's SOA (RFC 2308 section 5; 300 s when it has none); timeouts, SERVFAIL
+and other failures are never cached; ``LRUCache`` bounds the number of
+answers and drops the least recently used first.  On top of it there is
+only what the [DNS] options and MDaemon's cache viewer need:
 
-With ``path``, the cache writes a JSON snapshot there (atomically, at most every
-``flush_interval`` seconds while it changes, and on ``close``) so that
-``salmon-dkim cache`` in another process can show it, and reads it back at
-start.  Expiry times in the file are wall-clock (Unix) times.  A snapshot
-written by ``salmon-dkim cache --clear`` empties the running cache too.
+- the caps: no answer longer than ``max_ttl`` (MaxCacheTTL), no negative
+  answer longer than ``negative_ttl`` (NegativeCacheTTL); 0 caches none;
+- ``entries()``: every live answer with its expiry (wall-clock time, as
+  dnspython keeps it);
+- with ``path`` (CacheFile), a JSON snapshot of ``entries()`` for the viewer
+  in another process.  A lookup that finds the cache changed and the last
+  snapshot older than ``snapshot_interval`` seconds starts a short-lived thread
+  that writes it (10,000 answers take a few hundred ms here: no lookup waits
+  for that), and ``close()`` writes the last one; the file says when it was
+  written.  ``salmon-dkim cache --clear`` leaves a request file beside it
+  (``request_clear``) that the running cache looks for at each lookup (one
+  stat, about 2 us) and obeys before answering.  No timer, no exit hook, no
+  reading back at start.
 """
 from __future__ import annotations
 
-import atexit
+import contextlib
 import json
 import logging
 import os
 import tempfile
 import threading
 import time
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Tuple, Union
+from typing import List, Optional, Union
+
+import dns.name
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.resolver
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+# How stale the viewer's picture may be while the server is busy.
+SNAPSHOT_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)
-class CachedAnswer:
-    """A cached answer: the records, or None for "does not exist"; expires_at on the cache's clock."""
+class CacheEntry:
+    """One cached answer: records as text, None for "does not exist" (rdtype "ANY"), [] for "no record of that type"."""
 
-    records: Optional[Tuple[bytes, ...]]
-    expires_at: float
+    name: str
+    rdtype: str
+    records: Optional[List[str]]
+    expires_at: float  # Unix time
 
 
 class SnapshotError(ValueError):
     """A snapshot file that cannot be read; str() names the file and the problem."""
 
 
-def read_snapshot(path: Union[str, os.PathLike]) -> dict:
-    """The parsed snapshot at path ({"entries": [...], ...}); raises OSError or SnapshotError."""
-    with open(path, encoding="utf-8") as f:
+def _record_text(rdata) -> str:
+    if rdata.rdtype == dns.rdatatype.TXT:
+        return b"".join(rdata.strings).decode("utf-8", "backslashreplace")
+    return rdata.to_text()
+
+
+def _entry(key, answer) -> CacheEntry:
+    qname, rdtype, _ = key
+    name = qname.to_text(omit_final_dot=True)
+    if answer.response.rcode() == dns.rcode.NXDOMAIN:
+        return CacheEntry(name, "ANY", None, answer.expiration)
+    records = [] if answer.rrset is None else [_record_text(r) for r in answer.rrset]
+    return CacheEntry(name, dns.rdatatype.to_text(rdtype), records, answer.expiration)
+
+
+class DNSCache(dns.resolver.LRUCache):
+    """dnspython's LRUCache with the [DNS] caps and a snapshot for the viewer (see the module docstring)."""
+
+    def __init__(self, max_size: int, max_ttl: int, negative_ttl: int,
+                 path: Union[str, os.PathLike, None] = None, *,
+                 snapshot_interval: float = SNAPSHOT_INTERVAL) -> None:
+        super().__init__(max_size)
+        self.snapshot_interval = snapshot_interval
+        self.max_ttl = max_ttl
+        self.negative_ttl = negative_ttl
+        self.path = Path(path) if path is not None else None
+        self._dirty = False
+        self._next_write = 0.0
+        self._clear_request = str(clear_request_path(self.path)) if self.path is not None else None
+        self._writing = threading.Lock()  # held by the one snapshot writer at a time
+        self._write_failed = False
+
+    # dnspython tests ``if resolver.cache:``; an empty cache must still count as a cache.
+    def __bool__(self) -> bool:
+        return True
+
+    def put(self, key, value: dns.resolver.Answer) -> None:
+        now = time.time()
+        cap = self.negative_ttl if value.rrset is None else self.max_ttl
+        value.expiration = min(value.expiration, now + cap)
+        if value.expiration > now:
+            super().put(key, value)
+            self._dirty = True
+        self._sync()
+
+    def lookup(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> Optional[dns.resolver.Answer]:
+        """The cached answer for (qname, rdtype), or the cached NXDOMAIN for qname, or None."""
+        self._obey_clear_request()
+        self._sync()
+        answer = self.get((qname, rdtype, dns.rdataclass.IN))
+        if answer is not None:
+            return answer
+        answer = self.get((qname, dns.rdatatype.ANY, dns.rdataclass.IN))
+        if answer is not None and answer.response.rcode() == dns.rcode.NXDOMAIN:
+            return answer
+        return None
+
+    def _obey_clear_request(self) -> None:
+        """Empty the cache when `salmon-dkim cache --clear` asked for it (one stat when it did not)."""
+        if self._clear_request is None or not os.path.exists(self._clear_request):
+            return
+        self.flush()
+        self._next_write = 0.0  # show the emptied cache at once
+        with contextlib.suppress(OSError):  # removed already
+            os.unlink(self._clear_request)
+
+    def entries(self) -> List[CacheEntry]:
+        """Every answer not yet expired, most recently used first."""
+        return [_entry(key, answer) for key, answer in self._live()]
+
+    def _live(self) -> list:
+        now = time.time()
+        with self.lock:
+            pairs, node = [], self.sentinel.next
+            while node is not self.sentinel:
+                if node.value.expiration > now:
+                    pairs.append((node.key, node.value))
+                node = node.next
+        return pairs
+
+    def flush(self, key=None) -> None:
+        super().flush(key)
+        self._dirty = True
+
+    def close(self) -> None:
+        """Write the snapshot now if anything changed since the last write (waits for a running writer)."""
+        self._sync(force=True)
+
+    def _sync(self, force: bool = False) -> None:
+        """Start a snapshot write when one is due (``force``: write now, in this thread)."""
+        if self.path is None:
+            return
+        now = time.monotonic()
+        if force:
+            with self._writing:
+                pass  # let a running writer finish first
+        if not self._dirty or (not force and now < self._next_write):
+            return
+        if not self._writing.acquire(blocking=force):
+            return  # a writer is at work; the next lookup after it starts another
+        self._dirty = False
+        self._next_write = now + self.snapshot_interval
+        pairs = self._live()
+        if force:
+            self._write(pairs)
+        else:
+            threading.Thread(target=self._write, args=(pairs,), name="dns-cache-snapshot", daemon=True).start()
+
+    def _write(self, pairs: list) -> None:
         try:
-            data = json.load(f)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise SnapshotError(f"{path}: not a DNS cache snapshot ({exc})") from None
-    if (not isinstance(data, dict) or data.get("version") != SNAPSHOT_VERSION
-            or not isinstance(data.get("entries"), list)):
-        raise SnapshotError(f"{path}: not a DNS cache snapshot (version {SNAPSHOT_VERSION} expected)")
-    return data
+            write_snapshot(self.path, [_entry(key, answer) for key, answer in pairs])
+        except OSError as exc:
+            if not self._write_failed:  # once, not every few seconds
+                log.warning("%s: cannot write the DNS cache snapshot: %s", self.path, exc)
+            self._write_failed = True
+        else:
+            self._write_failed = False
+        finally:
+            self._writing.release()
 
 
-def snapshot_entries(data: dict) -> List[Tuple[str, Optional[List[bytes]], float]]:
-    """(name, records or None, expires_at wall-clock) from a parsed snapshot; SnapshotError if malformed."""
-    try:
-        entries = [(e["name"],
-                    None if e["records"] is None
-                    else [r.encode("utf-8", "surrogateescape") for r in e["records"]],
-                    float(e["expires_at"])) for e in data["entries"]]
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise SnapshotError(f"malformed entry in DNS cache snapshot ({exc!r})") from None
-    for name, _, _ in entries:
-        if not isinstance(name, str):
-            raise SnapshotError(f"malformed entry in DNS cache snapshot (name {name!r} is not text)")
-    return entries
-
-
-def write_snapshot(path: Union[str, os.PathLike], entries, *, cleared_at: Optional[float] = None) -> None:
-    """Write entries [(name, records or None, expires_at wall-clock)] to path atomically."""
+def clear_request_path(path: Union[str, os.PathLike]) -> Path:
+    """The file `salmon-dkim cache --clear` leaves for the running cache: CacheFile + ".clear"."""
     path = Path(path)
-    data = {"version": SNAPSHOT_VERSION, "written_at": time.time(), "cleared_at": cleared_at,
-            "entries": [{"name": name,
-                         "records": None if records is None
-                         else [r.decode("utf-8", "surrogateescape") for r in records],
-                         "expires_at": round(expires_at, 3)} for name, records, expires_at in entries]}
+    return path.with_name(path.name + ".clear")
+
+
+def request_clear(path: Union[str, os.PathLike]) -> None:
+    """Ask the cache that writes ``path`` to empty itself (before its next lookup), and empty the snapshot."""
+    clear_request_path(path).touch()
+    write_snapshot(path, [])
+
+
+def write_snapshot(path: Union[str, os.PathLike], entries: List[CacheEntry]) -> None:
+    """Write entries to path atomically, readable by the viewer (public DNS data only)."""
+    path = Path(path)
+    data = {"version": SNAPSHOT_VERSION, "written_at": round(time.time(), 3),
+            "entries": [{"name": e.name, "type": e.rdtype, "records": e.records,
+                         "expires_at": round(e.expires_at, 3)} for e in entries]}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-        os.chmod(tmp, 0o644)  # public DNS data only, readable by the viewer
+            json.dump(data, f, separators=(",", ":"))
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
 
 
-def _close_if_alive(ref) -> None:
-    cache = ref()
-    if cache is not None:
-        cache.close()
-
-
-class TTLCache:
-    """TXT answers by name, honouring TTL, bounded in size (LRU); see the module docstring."""
-
-    def __init__(self, max_size: int, max_ttl: int, negative_ttl: int,
-                 path: Union[str, os.PathLike, None] = None, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time, flush_interval: float = 2.0) -> None:
-        self.max_size = max_size
-        self.max_ttl = max_ttl
-        self.negative_ttl = negative_ttl
-        self.path = Path(path) if path is not None and max_size > 0 else None
-        self.clock = clock
-        self.wall_clock = wall_clock
-        self.flush_interval = flush_interval
-        self._entries: "OrderedDict[str, CachedAnswer]" = OrderedDict()
-        self._lock = threading.RLock()
-        self._dirty = False
-        self._timer: Optional[threading.Timer] = None
-        self._last_write = float("-inf")
-        self._last_clear_check = time.monotonic()
-        self._written_at = 0.0
-        self._mtime: Optional[int] = None
-        self._write_failed = False
-        if self.path is not None:
-            self._load()
-            atexit.register(_close_if_alive, weakref.ref(self))
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, name: str) -> Optional[CachedAnswer]:
-        """The live cached answer for name, or None (not cached, or expired)."""
-        if self.max_size <= 0:
-            return None
-        self._check_cleared()
-        key = _key(name)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            if entry.expires_at <= self.clock():
-                del self._entries[key]
-                self._changed()
-                return None
-            self._entries.move_to_end(key)
-            return entry
-
-    def put(self, name: str, records: List[bytes], ttl: float) -> None:
-        """Cache records for ttl seconds (at most max_ttl; 0 caches nothing)."""
-        self._store(name, tuple(records), min(ttl, self.max_ttl))
-
-    def put_negative(self, name: str, soa_ttl: Optional[float] = None, *, exists: bool = False) -> None:
-        """Cache "does not exist" (records None) or, with ``exists``, "no TXT record" (records ()).
-
-        For negative_ttl, or the SOA minimum when given and shorter.
-        """
-        ttl = self.negative_ttl if soa_ttl is None else min(soa_ttl, self.negative_ttl)
-        self._store(name, () if exists else None, ttl)
-
-    def entries(self) -> List[Tuple[str, Optional[List[bytes]], float]]:
-        """(name, records or None for negative, expires_at on the cache's clock), live ones only."""
-        now = self.clock()
-        with self._lock:
-            return [(name, None if e.records is None else list(e.records), e.expires_at)
-                    for name, e in self._entries.items() if e.expires_at > now]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._changed()
-
-    def flush(self) -> None:
-        """Write the snapshot now if anything changed since the last write."""
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            if not self._dirty or self.path is None:
-                return
-            self._check_cleared(force=True)  # else this write would undo a --clear
-            now, wall = self.clock(), self.wall_clock()
-            try:
-                write_snapshot(self.path, [(n, r, wall + (exp - now)) for n, r, exp in self.entries()])
-                self._written_at = time.time()  # compared with cleared_at, written by another process
-                self._mtime = os.stat(self.path).st_mtime_ns
-            except OSError as exc:
-                if not self._write_failed:  # once, not every few seconds
-                    log.warning("%s: cannot write the DNS cache snapshot: %s", self.path, exc)
-                self._write_failed = True
-            else:
-                self._write_failed = False
-            self._dirty = False
-            self._last_write = time.monotonic()
-
-    def close(self) -> None:
-        self.flush()
-
-    # -- internals -------------------------------------------------------------
-    def _store(self, name: str, records: Optional[Tuple[bytes, ...]], ttl: float) -> None:
-        if self.max_size <= 0 or ttl <= 0:
-            return
-        key = _key(name)
-        with self._lock:
-            self._entries[key] = CachedAnswer(records, self.clock() + ttl)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_size:
-                self._entries.popitem(last=False)
-            self._changed()
-
-    def _changed(self) -> None:
-        """Throttled write: now if the last one is old enough, else once the interval has passed."""
-        if self.path is None:
-            return
-        self._dirty = True
-        wait = self._last_write + self.flush_interval - time.monotonic()
-        if wait <= 0:
-            self.flush()
-        elif self._timer is None:
-            self._timer = threading.Timer(wait, self.flush)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _load(self) -> None:
+def read_snapshot(path: Union[str, os.PathLike]) -> "tuple[float, List[CacheEntry]]":
+    """(written_at, entries) of the snapshot at path; raises OSError or SnapshotError."""
+    with open(path, encoding="utf-8") as f:
         try:
-            data = read_snapshot(self.path)
-            loaded = snapshot_entries(data)
-        except FileNotFoundError:
-            return
-        except (OSError, SnapshotError) as exc:
-            log.warning("%s: ignoring the DNS cache snapshot: %s", self.path, exc)
-            return
-        now, wall = self.clock(), self.wall_clock()
-        for name, records, expires_at in sorted(loaded, key=lambda e: e[2])[-self.max_size:]:
-            if expires_at > wall:
-                self._entries[_key(name)] = CachedAnswer(
-                    None if records is None else tuple(records), now + (expires_at - wall))
-
-    def _check_cleared(self, force: bool = False) -> None:
-        """Drop everything when `salmon-dkim cache --clear` rewrote the file (checked every few seconds)."""
-        if self.path is None:
-            return
-        if not force and time.monotonic() - self._last_clear_check < self.flush_interval:
-            return
-        self._last_clear_check = time.monotonic()
-        try:
-            mtime = os.stat(self.path).st_mtime_ns
-            if mtime == self._mtime:
-                return
-            cleared_at = read_snapshot(self.path).get("cleared_at")
-        except (OSError, SnapshotError):
-            return
-        with self._lock:
-            self._mtime = mtime
-            if isinstance(cleared_at, (int, float)) and cleared_at >= self._written_at:
-                self._entries.clear()
-
-
-def _key(name: str) -> str:
-    return name.lower().rstrip(".")
+            data = json.load(f)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SnapshotError(f"{path}: not a DNS cache snapshot ({exc})") from None
+    if not isinstance(data, dict) or data.get("version") != SNAPSHOT_VERSION:
+        raise SnapshotError(f"{path}: not a DNS cache snapshot of this version (version {SNAPSHOT_VERSION} "
+                            "expected); it is rewritten by the server within seconds of its next lookup")
+    try:
+        entries = [CacheEntry(str(e["name"]), str(e["type"]),
+                              None if e["records"] is None else [str(r) for r in e["records"]],
+                              float(e["expires_at"])) for e in data["entries"]]
+        return float(data["written_at"]), entries
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise SnapshotError(f"{path}: malformed entry in DNS cache snapshot ({exc!r})") from None
