@@ -15,4 +15,4 @@ def main() -> None:
 
 
 # Each module registers its commands on ``main`` when imported.
-from salmon_dkim.cli import cache_cmds, keys_cmds, log_cmds, sign_cmds, verify_cmds  # noqa: E402,F401
+from salmon_dkim.cli import cache_cmds, keys_cmds, log_cmds, monitor_cmds, sign_cmds, verify_cmds  # noqa: E402,F401
