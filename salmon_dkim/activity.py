@@ -616,6 +616,9 @@ class ActivityFollower:
         _flush_writers_of(self.path)
         self._reopen(at_end=True)
         self._start = self._file.tell() if self._file is not None else 0
+        # with no file yet, the backups there now are history, any others came after we started
+        self._old_backups = set() if self._file is not None else {
+            _identity(p) for p in log_files(self.path) if p != self.path} - {None}
 
     def _reopen(self, at_end: bool = False) -> None:
         try:
@@ -639,6 +642,8 @@ class ActivityFollower:
                 with contextlib.suppress(FileNotFoundError), open(name, "rb") as f:
                     if ours is not None and os.path.samestat(os.fstat(f.fileno()), ours):
                         break  # rotated since we started: the backups after it are new lines
+                    if ours is None and _identity(name) not in self._old_backups:
+                        break  # begun after we started, when there was no file yet
                     if since is None or _modified(f) >= since:
                         entries.extend(e for e in _entries(f) if wanted(e))
         if self._file is not None and self._start:
@@ -650,11 +655,18 @@ class ActivityFollower:
     def read_new(self) -> List[dict]:
         """Entries written since the last call, oldest first."""
         _flush_writers_of(self.path)
+        entries: List[dict] = []
         if self._file is None:
             self._reopen()
             if self._file is None:
                 return []
-        entries = self._read_lines()
+            # rotated before we first saw the file: what went to backups since we started
+            for name in log_files(self.path):
+                if name != self.path and _identity(name) not in self._old_backups:
+                    with contextlib.suppress(FileNotFoundError), open(name, "rb") as f:
+                        entries.extend(_entries(f))
+            self._old_backups = set()
+        entries += self._read_lines()
         if self._rotated():
             entries += self._read_lines()  # the last lines written before the rename
             entries += self._read_newer_backups(os.fstat(self._file.fileno()))
@@ -699,6 +711,14 @@ class ActivityFollower:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _identity(path: Path) -> Optional[Tuple[int, int]]:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def follow(path: PathLike, *, poll: float = 0.5, stop: Optional[threading.Event] = None) -> Iterator[dict]:

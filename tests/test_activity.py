@@ -390,6 +390,18 @@ def test_follower_keeps_following_through_rotations(tmp_path):
     assert [e["message_id"] for e in seen] == [f"<{n}@example.com>" for n in range(40)]
 
 
+def test_follower_started_before_the_log_existed_misses_no_rotation(tmp_path):
+    path = tmp_path / "a.jsonl"
+    (tmp_path / "a.jsonl.1").write_text('{"event": "sign", "message_id": "<old@x>"}\n')  # from an earlier run
+    follower = ActivityFollower(path)
+    log = ActivityLog(path, max_bytes=200, backups=10)
+    for n in range(6):  # a few rotations before the follower first looks
+        log.record("sign", message_id=f"<{n}@x>", reason="q" * 60)
+    log.close()
+    assert [e["message_id"] for e in follower.history()] == ["<old@x>"]
+    assert [e["message_id"] for e in follower.read_new()] == [f"<{n}@x>" for n in range(6)]
+
+
 def test_follower_history_includes_rotated_files_once(tmp_path):
     path = tmp_path / "a.jsonl"
     log = ActivityLog(path, max_bytes=300, backups=10)
