@@ -37,7 +37,7 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import IO, Callable, Deque, Iterator, List, Optional, Sequence, Tuple, Union
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,12 @@ class ActivityLog:
                     self._writer = None  # idle (or closed): the next record() starts a new writer
                     break
             with self._writing:
-                self._write_queued(self._take_all())
+                batch = self._take_all()
+                try:
+                    self._write_queued(batch)
+                except Exception:  # noqa: BLE001 (a bug here must not stop the writer for good)
+                    self.dropped += len(batch)
+                    log.exception("activity log %s: writing failed; %d lines dropped", self.path, len(batch))
         with self._writing:
             self._close_files()
 
@@ -733,7 +738,7 @@ def follow(path: PathLike, *, poll: float = 0.5, stop: Optional[threading.Event]
         follower.close()
 
 
-# -- counting ---------------------------------------------------------------------------------
+# -- for readers: times a person gives, results in words----------------------------------------------------------------------------
 
 def parse_when(text: str, *, now: Optional[datetime] = None, end_of_day: bool = False) -> datetime:
     """A time a person gives: ISO date or date-time (UTC unless it says), or ago: 30s, 15m, 1h, 2d, 1w.
@@ -757,14 +762,6 @@ def parse_when(text: str, *, now: Optional[datetime] = None, end_of_day: bool = 
     if end_of_day and re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
         stamp += timedelta(days=1)
     return stamp
-
-
-def count_by(entries: Sequence[dict], key: Callable[[dict], Sequence[str]]) -> Dict[str, int]:
-    """How many entries have each value ``key`` gives (an entry may count under several)."""
-    counts: Dict[str, int] = collections.Counter()
-    for entry in entries:
-        counts.update(key(entry))
-    return dict(counts)
 
 
 def result_words(entry: dict) -> Tuple[str, ...]:
