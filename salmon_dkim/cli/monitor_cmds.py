@@ -8,6 +8,7 @@ hour.  Drawn with rich, within the terminal's size (80 columns is enough).
 from __future__ import annotations
 
 import collections
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -91,7 +92,7 @@ def _domains(entry: dict) -> set:
 def render(view: ActivityView, path: Path, now: datetime, height: int, keys: Sequence[Tuple[str, str, str]] = ()):
     """The whole screen for a terminal ``height`` lines high."""
     title = Text.assemble(("salmon-dkim monitor", "bold"), f"  {now:%H:%M:%S} UTC  ",
-                          (printable(str(path)), "dim"), "  Ctrl-C quits")
+                          (printable(_shown(path)), "dim"), "  Ctrl-C quits")
     title.no_wrap, title.overflow = True, "ellipsis"
     by_result, by_domain = view.counts(now)
     counts = _counts_table(by_result, by_domain)
@@ -102,6 +103,15 @@ def render(view: ActivityView, path: Path, now: datetime, height: int, keys: Seq
     if keys_line:
         parts.append(keys_line)
     return Group(*parts)
+
+
+def _shown(path: Path) -> str:
+    """The log's path as short as it reads: relative to here when it lies below."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
 
 
 def _latest_table(entries: List[dict], rows: int, path: Path) -> Table:
