@@ -7,16 +7,17 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBS   := dnsmasq-base libmail-dkim-perl opendkim opendkim-tools
+DEBS   := dnsmasq-base libmail-dkim-perl opendkim opendkim-tools tmux
 
 .PHONY: setup venv debs example test bench clean
 
 setup: debs venv
 
-# The independent DKIM peers and the DNS server the tests talk to.
+# The independent DKIM peers and the DNS server the tests talk to; tmux shows the monitor to its test.
 debs:
 	@if ! PATH="$$PATH:/usr/sbin:/sbin" command -v dnsmasq >/dev/null 2>&1 \
 	    || ! test -x /usr/sbin/opendkim \
+	    || ! command -v tmux >/dev/null 2>&1 \
 	    || ! perl -MMail::DKIM::Verifier -e1 >/dev/null 2>&1; then \
 	  echo "installing Debian packages: $(DEBS)"; \
 	  $(SUDO) apt-get update -qq && \

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import functools
 import json
 import os
 import signal
@@ -288,6 +289,8 @@ FailScore = 2.5
 {dns}
 [Logging]
 ActivityLog = {activity}
+[Metrics]
+Listen = {metrics}
 [Submission]
 {submission}
 """
@@ -351,6 +354,7 @@ class DKIMApp:
     spool: Path
     activity: Path
     configs: Dict[str, Path] = field(default_factory=dict)  # context name -> INI file
+    metrics_port: Optional[int] = None  # the Prometheus endpoint every context feeds
     authserv_id: str = AUTHSERV_ID
     zone_file: Path = ZONE
     certificate: Optional[Path] = None
@@ -397,17 +401,26 @@ class DKIMApp:
     def has(self, local_part: str) -> bool:
         return (self.spool / f"{local_part}.eml").exists()
 
-    def activity_entries(self) -> list:
-        if not self.activity.exists():
+    def activity_entries(self, quiet: float = 0.2, timeout: float = 5.0) -> list:
+        """The activity log's entries once the server's writer thread (a few ms behind) is done."""
+        deadline, last = time.monotonic() + timeout, None
+        while True:
+            size = self.activity.stat().st_size if self.activity.exists() else -1
+            if size == last or time.monotonic() > deadline:
+                break
+            last = size
+            time.sleep(quiet)
+        if size < 0:
             return []
         return [json.loads(line) for line in self.activity.read_text().splitlines() if line.strip()]
 
 
 def write_ini(path: Path, workdir: Path, *, verification: str = "", dns: Optional[str] = None,
-              submission: str = "") -> Path:
+              submission: str = "", metrics_port: Optional[int] = None) -> Path:
     path.write_text(BASE_INI.format(
         keys=workdir / "keys", authserv_id=AUTHSERV_ID, verification=verification, submission=submission,
-        dns=f"ZoneFile = {ZONE}" if dns is None else dns, activity=workdir / "activity.jsonl"))
+        dns=f"ZoneFile = {ZONE}" if dns is None else dns, activity=workdir / "activity.jsonl",
+        metrics=f"{HOST}:{metrics_port}" if metrics_port else '""'))
     return path
 
 
@@ -449,23 +462,25 @@ def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0, live_dns: bool = 
     spool = workdir / "spool"
     spool.mkdir()
     blackhole = BlackHoleDNS()
+    metrics_port = free_port()
+    ini = functools.partial(write_ini, metrics_port=metrics_port)
     configs = {
-        "main": write_ini(workdir / "main.ini", workdir, submission=SUBMISSION_INI.format(workdir=workdir)),
-        "reject": write_ini(workdir / "reject.ini", workdir, verification="RejectOnFail = Yes"),
-        "close": write_ini(workdir / "close.ini", workdir,
-                           verification="RejectOnFail = Yes\nCloseConnectionOnReject = Yes"),
-        "blackhole": write_ini(workdir / "blackhole.ini", workdir, dns=(
+        "main": ini(workdir / "main.ini", workdir, submission=SUBMISSION_INI.format(workdir=workdir)),
+        "reject": ini(workdir / "reject.ini", workdir, verification="RejectOnFail = Yes"),
+        "close": ini(workdir / "close.ini", workdir,
+                     verification="RejectOnFail = Yes\nCloseConnectionOnReject = Yes"),
+        "blackhole": ini(workdir / "blackhole.ini", workdir, dns=(
             f"Nameservers = {HOST},\nPort = {blackhole.port}\nTimeout = {dns_timeout}")),
-        "broken": write_ini(workdir / "broken.ini", workdir),
-        "broken-accept": write_ini(workdir / "broken-accept.ini", workdir,
-                                   verification="InternalErrorAction = accept"),
+        "broken": ini(workdir / "broken.ini", workdir),
+        "broken-accept": ini(workdir / "broken-accept.ini", workdir,
+                             verification="InternalErrorAction = accept"),
     }
     live = None
     if live_dns:
         import dnsserver  # noqa: PLC0415 (dnsmasq only when asked for)
         if dnsserver.DNSMASQ is not None:
             live = dnsserver.start_dns_server(zone_file=ZONE)
-            configs["live"] = write_ini(workdir / "live.ini", workdir, dns=(
+            configs["live"] = ini(workdir / "live.ini", workdir, dns=(
                 f"Nameservers = {live.host},\nPort = {live.port}\nTimeout = {dns_timeout}"))
     ports = {"smtp_port": free_port(), "submission_port": free_port(), "lmtp_port": free_port()}
     lmtp_socket = workdir / "lmtp.sock"
@@ -479,7 +494,7 @@ def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0, live_dns: bool = 
             try:
                 yield DKIMApp(workdir, server, sink, spool=spool, activity=workdir / "activity.jsonl",
                               configs=configs, lmtp_socket=lmtp_socket, certificate=certificate,
-                              credentials=credentials, **ports)
+                              credentials=credentials, metrics_port=metrics_port, **ports)
             finally:
                 server.stop()
     finally:

@@ -1,4 +1,4 @@
-"""salmon-dkim sign, log and stats."""
+"""salmon-dkim sign."""
 import json
 import os
 
@@ -7,7 +7,6 @@ from click.testing import CliRunner
 from conftest import KEYS, MESSAGES, message
 from peers import have_opendkim, opendkim_results
 
-from salmon_dkim.activity import ActivityLog
 from salmon_dkim.cli import main
 
 PLAIN = MESSAGES / "plain.eml"
@@ -86,60 +85,3 @@ def test_sign_bad_arguments_exit_2(args):
 def test_sign_unreadable_message_exits_2(config, tmp_path):
     result = run("sign", "--config", config, tmp_path / "missing.eml")
     assert result.exit_code == 2 and "cannot read" in result.stderr
-
-
-# --- log and stats ------------------------------------------------------------------------------
-
-@pytest.fixture
-def activity(config, tmp_path):
-    log = ActivityLog(tmp_path / "logs" / "activity.jsonl")
-    log.record("sign", message_id="<1@example.com>", d="example.com", s="s1,ed1",
-               algorithm="rsa-sha256,ed25519-sha256", headers=["from"], size=900)
-    log.record("unsigned", message_id="<2@example.net>", reason="no signing key for example.net")
-    log.record("verify", message_id="<3@example.org>", action="accept", score=0.0, reason="",
-               results=[{"d": "example.org", "s": "s2048", "a": "rsa-sha256", "result": "fail",
-                         "reason": "body hash mismatch"}])
-    log.record("sign", message_id="<4@example.com>", d="example.com", s="s1", algorithm="rsa-sha256",
-               headers=["from"], size=800)
-    return config
-
-
-def test_log_prints_an_aligned_table(activity):
-    result = run("log", "--config", activity)
-    lines = result.stdout.splitlines()
-    assert result.exit_code == 0 and len(lines) == 5
-    assert lines[0].split() == ["time", "event", "message-id", "d=", "s=", "algorithm/result", "reason"]
-    column = lines[0].index("message-id")
-    assert [line[column:column + 15] for line in lines[1:]] == \
-        ["<1@example.com>", "<2@example.net>", "<3@example.org>", "<4@example.com>"]
-    assert "fail (accept)" in lines[3] and "body hash mismatch" in lines[3]
-
-
-def test_log_filters_by_domain_event_and_last(activity):
-    assert "<3@example.org>" in run("log", "--config", activity, "--domain", "example.org").stdout
-    only = run("log", "--config", activity, "--event", "sign", "--last", "1").stdout.splitlines()
-    assert len(only) == 2 and "<4@example.com>" in only[1]
-
-
-def test_log_says_when_there_is_nothing(config):
-    result = run("log", "--config", config)
-    assert result.exit_code == 0 and "no entries" in result.stdout
-
-
-def test_stats_counts_signed_unsigned_and_verify_results(activity):
-    out = run("stats", "--config", activity).stdout
-    assert "signed messages: 2" in out and "unsigned messages: 1" in out
-    counts = {" ".join(line.split()[:-1]): int(line.split()[-1]) for line in out.splitlines()
-              if line.startswith("  ")}
-    assert counts == {"d=example.com s=s1": 2, "d=example.com s=ed1": 1,
-                      "no signing key for example.net": 1, "fail": 1}
-
-
-@pytest.mark.parametrize("command", ["log", "stats"])
-def test_unreadable_activity_log_exits_2_saying_so(tmp_path, command):
-    (tmp_path / "activity.jsonl").mkdir()
-    ini = tmp_path / "salmon_dkim.ini"
-    ini.write_text(f"[Logging]\nActivityLog = {tmp_path / 'activity.jsonl'}\n")
-    result = run(command, "--config", ini)
-    assert result.exit_code == 2 and result.stdout == ""
-    assert f"salmon-dkim {command}: cannot read the activity log" in result.stderr

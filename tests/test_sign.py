@@ -317,6 +317,7 @@ def test_failure_inside_signing_raises_signing_error(keys_dir, tmp_path):
 
 def test_activity_sign_line_holds_no_key_material(signer, tmp_path):
     signer.sign(PLAIN)
+    signer.activity.flush()  # the log is written off the signing thread
     text = (tmp_path / "activity.jsonl").read_text()
     assert "PRIVATE" not in text and json.loads(text)["event"] == "sign"
 

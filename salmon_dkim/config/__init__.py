@@ -4,8 +4,8 @@
 option and the problem; :mod:`~salmon_dkim.config.settings` holds the types.
 """
 from salmon_dkim.config.load import SPEC_PATH, ConfigError, load_settings
-from salmon_dkim.config.settings import (DNSSettings, DomainKeys, ListSettings, LoggingSettings, Settings,
-                                         SigningSettings, VerificationSettings)
+from salmon_dkim.config.settings import (DNSSettings, DomainKeys, ListSettings, LoggingSettings, MetricsSettings,
+                                         Settings, SigningSettings, VerificationSettings)
 
 __all__ = ["SPEC_PATH", "ConfigError", "load_settings", "Settings", "SigningSettings", "VerificationSettings",
-           "ListSettings", "DNSSettings", "LoggingSettings", "DomainKeys"]
+           "ListSettings", "DNSSettings", "LoggingSettings", "MetricsSettings", "DomainKeys"]

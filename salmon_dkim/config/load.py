@@ -21,7 +21,8 @@ from configobj import ConfigObj, ConfigObjError, flatten_errors, get_extra_value
 from validate import Validator
 
 from salmon_dkim.config.settings import (DNSSettings, DomainKeys, IPNetwork, ListSettings, LoggingSettings,
-                                         Settings, SigningSettings, SubmissionSettings, VerificationSettings)
+                                         MetricsSettings, Settings, SigningSettings, SubmissionSettings,
+                                         VerificationSettings)
 
 SPEC_PATH = Path(__file__).with_name("salmon_dkim.spec")
 
@@ -205,9 +206,12 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
         max_lookups_per_message=d["MaxLookupsPerMessage"], cache_file=_path(base, d["CacheFile"]))
     # Without a file there is no folder of ours to write the log in: log only when a file asks for it.
     activity_log = _path(base, lg["ActivityLog"]) if name != "<defaults>" else None
-    logging_ = LoggingSettings(activity_log=activity_log, log_level=lg["LogLevel"])
-    return Settings(signing, verification, lists, dns, logging_,
-                    Path(name).resolve() if name != "<defaults>" else None,
+    logging_ = LoggingSettings(activity_log=activity_log, log_level=lg["LogLevel"],
+                               activity_log_max_bytes=lg["ActivityLogMaxBytes"],
+                               activity_log_backups=lg["ActivityLogBackups"])
+    metrics = MetricsSettings(listen=_listen_address(raw["Metrics"]["Listen"], name, "[Metrics] Listen"))
+    return Settings(signing, verification, lists, dns, logging_, metrics=metrics,
+                    source=Path(name).resolve() if name != "<defaults>" else None,
                     submission=_submission(raw["Submission"], name, base, check_key_files))
 
 
@@ -232,3 +236,15 @@ def _submission(sub, name: str, base: Path, check_files: bool) -> SubmissionSett
     return SubmissionSettings(
         credentials_file=_path(base, sub["CredentialsFile"]), tls_certificate=certificate, tls_key=key,
         require_tls_for_auth=sub["RequireTLSForAuth"], handler_threads=sub["HandlerThreads"])
+
+
+def _listen_address(value: str, name: str, option: str) -> Optional[Tuple[str, int]]:
+    """HOST:PORT (IPv6 in brackets) as (host, port); empty is None."""
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or ":" in host and "[" not in value:
+        raise ConfigError(f"{name}: {option}: {value!r} is not HOST:PORT; write for instance "
+                          "127.0.0.1:9325, or [::1]:9325 for IPv6")
+    return host, int(port)

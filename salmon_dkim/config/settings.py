@@ -105,6 +105,13 @@ class DNSSettings:
 class LoggingSettings:
     activity_log: Optional[Path] = None
     log_level: str = "INFO"
+    activity_log_max_bytes: int = 10 * 1024 * 1024  # rotate before the file passes this size; 0 = never
+    activity_log_backups: int = 5
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    listen: Optional[Tuple[str, int]] = None  # (host, port) of the Prometheus endpoint; None = off
 
 
 @dataclass(frozen=True)
@@ -129,3 +136,4 @@ class Settings:
     logging: LoggingSettings = LoggingSettings()
     source: Optional[Path] = None
     submission: SubmissionSettings = SubmissionSettings()
+    metrics: MetricsSettings = MetricsSettings()

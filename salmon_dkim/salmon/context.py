@@ -59,13 +59,16 @@ class DKIM:
         logging.getLogger("salmon_dkim").setLevel(settings.logging.log_level)
         keys = KeyStore(recheck_seconds=1.0)  # a rotated key file is noticed within a second
         resolver = resolver if resolver is not None else resolver_from_settings(settings.dns)
-        activity = ActivityLog(settings.logging.activity_log)
+        activity = ActivityLog.from_settings(settings.logging)
         signer = Signer(settings, keys=keys, activity=activity)
         if check_keys and settings.signing.enabled:
             problems = signer.check_keys()
             if problems:
                 source = settings.source or "<defaults>"
                 raise ConfigError(f"{source}: [Domains]: unusable signing keys: " + "; ".join(problems))
+        if settings.metrics.listen is not None:  # [Metrics] Listen: one endpoint per process, fed by the log
+            from salmon_dkim.metrics import serve_metrics  # noqa: PLC0415 (prometheus only when asked for)
+            serve_metrics(settings, activity, resolver)
         # the decorator writes one "verify" line per message with the outcome, so the Verifier writes none
         return cls(settings, keys, resolver, activity, signer, Verifier(settings, resolver))
 

@@ -736,7 +736,8 @@ class Receivers:
                 raise SystemExit(0)
 
         for signum in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(signum) is signal.SIG_DFL:
+            handler = signal.getsignal(signum)  # the default, or the activity log's flush standing in for it
+            if handler is signal.SIG_DFL or getattr(handler, "stands_for_default", False):
                 signal.signal(signum, stop)
 
     def __iter__(self):
