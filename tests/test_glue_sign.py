@@ -15,8 +15,19 @@ from salmon_dkim.config import ConfigError, load_settings
 from salmon_dkim.salmon.decorators import dkim_sign
 from salmon_dkim.dns.resolver import ZoneResolver
 from salmon_dkim.salmon.relay import SigningRelay
+from salmon_dkim.core.results import Session
 from salmon_dkim.core.signer import SigningError
 from salmon_dkim.core.verifier import Verifier
+
+AUTHENTICATED = Session(peer_ip="127.0.0.1", helo="laptop.test", authenticated=True, role="submission",
+                        user="alice@example.com", tls=True, mail_from="alice@example.com")
+
+
+def submitted(sender, rcpt, data) -> mail.MailRequest:
+    """A message as the submission listener hands it over after SMTP AUTH."""
+    request = mail.MailRequest(("127.0.0.1", 1), sender, rcpt, data)
+    request.session = AUTHENTICATED if sender else Session(**{**AUTHENTICATED.__dict__, "mail_from": ""})
+    return request
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +158,7 @@ def test_relay_raises_on_signing_error_and_sends_nothing(tmp_path):
 def test_relay_signing_failure_in_a_handler_is_a_451_for_the_client_not_salmons_250(tmp_path):
     from salmon.routing import Router
 
-    request = mail.MailRequest(("127.0.0.1", 1), "alice@example.com", "bob@remote.example",
-                               message("plain.eml"))
+    request = submitted("alice@example.com", "bob@remote.example", message("plain.eml"))
     with SMTPSink(tmp_path / "sink") as sink:
         relay = SigningRelay("127.0.0.1", sink.port, signer=FailingSigner())
         with pytest.raises(SMTPError) as failed:  # Salmon passes SMTPError on, swallows anything else
@@ -159,9 +169,9 @@ def test_relay_signing_failure_in_a_handler_is_a_451_for_the_client_not_salmons_
 
 def test_dkim_sign_failure_answers_451_and_skips_the_handler():
     called = []
-    handler = dkim_sign(SimpleNamespace(signer=FailingSigner()))(lambda message: called.append(1))
-    request = mail.MailRequest(("127.0.0.1", 1), "alice@example.com", "bob@remote.example",
-                               message("plain.eml"))
+    handler = dkim_sign(SimpleNamespace(signer=FailingSigner(), settings=load_settings()))(
+        lambda message: called.append(1))
+    request = submitted("alice@example.com", "bob@remote.example", message("plain.eml"))
     with pytest.raises(SMTPError) as failed:
         handler(request)
     assert failed.value.code == 451 and called == []
@@ -209,8 +219,7 @@ def test_relay_signs_again_when_data_changed_after_dkim_sign(tmp_path):
 
     install_keys(tmp_path / "keys")
     dkim = glue.DKIM.from_config(write_ini(tmp_path / "main.ini", tmp_path))
-    request = mail.MailRequest(("127.0.0.1", 1), "alice@example.com", "changed@remote.example",
-                               message("plain.eml"))
+    request = submitted("alice@example.com", "changed@remote.example", message("plain.eml"))
     with SMTPSink(tmp_path / "sink") as sink:
         relay = dkim.relay("127.0.0.1", sink.port)
 
@@ -231,7 +240,8 @@ def test_dkim_sign_gives_the_signer_a_bare_sender_address(tmp_path):
     ini = write_ini(tmp_path / "main.ini", tmp_path)
     ini.write_text(ini.read_text() + "[SenderSelectors]\nalice@example.com = ed1\n")
     dkim = glue.DKIM.from_config(ini)
-    request = mail.MailRequest(("127.0.0.1", 1), None, "bob@remote.example", message("plain.eml"))
+    request = submitted(None, "bob@remote.example", message("plain.eml"))
+    request.session = Session(**{**AUTHENTICATED.__dict__, "mail_from": "", "user": None})
     assert request.From == "Alice Example <alice@example.com>"
     dkim_sign(dkim)(lambda msg: None)(request)
     assert [(s.domain, s.selector) for s in request.dkim_signed.signatures] == [("example.com", "ed1")]
@@ -291,3 +301,57 @@ def test_mail_without_list_id_or_mark_is_signed_as_its_author(tmp_path):
         dkim.relay("127.0.0.1", sink.port).deliver(message("plain.eml"), To="bob@remote.example",
                                                    From="alice@example.com")
         assert dkim_domains(dkim, sink.received("bob")) == [("example.com", "pass")]
+
+
+# -- only what earned it is signed ------------------------------------------------------------
+
+def test_a_strangers_mail_on_the_mx_listener_is_never_signed_through_the_readme_handlers(app):
+    """OUTBOUND with @dkim_sign on (address)@(host) runs for mail arriving on mx too."""
+    with app.smtp() as client:  # no AUTH: a stranger claiming our domain in From
+        client.sendmail("alice@example.com", ["stranger@unguarded.example"], message("plain.eml"))
+    received = app.sink.received("stranger")
+    assert b"DKIM-Signature" not in received and received == message("plain.eml")
+    [logged] = [e for e in app.activity_entries() if e.get("event") == "unsigned"
+                and "without authentication" in e.get("reason", "")][-1:]
+    assert logged["peer"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("sign_for, signed", [("authenticated", False), ("trusted", True), ("any", True)])
+def test_sign_for_widens_signing_explicitly(tmp_path, sign_for, signed):
+    install_keys(tmp_path / "keys")
+    ini = write_ini(tmp_path / "main.ini", tmp_path)
+    ini.write_text(ini.read_text().replace("[Verification]", f"[Signing]\nSignFor = {sign_for}\n[Verification]", 1)
+                   .replace("[Signing]\nKeysDir", "[Signing]\nKeysDir", 1))
+    ini.write_text(_merge_signing(ini.read_text()))
+    dkim = glue.DKIM.from_config(ini)
+    local = mail.MailRequest(("127.0.0.2", 1), "alice@example.com", "x@remote.example", message("plain.eml"))
+    dkim_sign(dkim)(lambda msg: None)(local)  # 127.0.0.2 is in the test INI's TrustedIPs
+    assert bool(local.dkim_signed.signatures) is signed
+    stranger = mail.MailRequest(("192.0.2.7", 1), "alice@example.com", "x@remote.example", message("plain.eml"))
+    dkim_sign(dkim)(lambda msg: None)(stranger)
+    assert bool(stranger.dkim_signed.signatures) is (sign_for == "any")
+
+
+def _merge_signing(text: str) -> str:
+    """One [Signing] section: the test INI has one already."""
+    first = text.index("[Signing]")
+    second = text.index("[Signing]", first + 1)
+    extra = text[second + len("[Signing]\n"):text.index("[Verification]", second)]
+    text = text[:second] + text[text.index("[Verification]", second):]
+    return text[:first + len("[Signing]\n")] + extra + text[first + len("[Signing]\n"):]
+
+
+def test_the_relay_does_not_sign_a_strangers_message_handed_on_by_a_handler(tmp_path):
+    install_keys(tmp_path / "keys")
+    dkim = glue.DKIM.from_config(write_ini(tmp_path / "main.ini", tmp_path))
+    stranger = mail.MailRequest(("192.0.2.7", 25), "alice@example.com", "bob@remote.example", message("plain.eml"))
+    listed = mail.MailRequest(("192.0.2.7", 25), "list@example.com", "bob@remote.example",
+                              b"List-Id: <x.example.com>\r\n" + message("plain.eml"))
+    with SMTPSink(tmp_path / "sink") as sink:
+        dkim.relay("127.0.0.1", sink.port).deliver(stranger)
+        assert sink.received("bob") == message("plain.eml")
+        dkim.relay("127.0.0.1", sink.port).deliver(listed)  # a List-Id does not make example.com ours to sign
+        assert b"DKIM-Signature" not in sink.received("bob")
+        composed = mail.MailResponse(To="carol@remote.example", From="robot@example.com", Subject="x", Body="y")
+        dkim.relay("127.0.0.1", sink.port).deliver(composed)  # what the app writes itself is signed
+        assert dkim_domains(dkim, sink.received("carol")) == [("example.com", "pass")]

@@ -169,7 +169,7 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
         headers=headers, oversign_headers=tuple(h.lower() for h in s["OversignHeaders"]),
         header_canon=header_canon, body_canon=body_canon,
         expire_seconds=int(s["ExpireDays"] * 86400), body_length_tag=s["BodyLengthTag"],
-        max_message_size=s["MaxMessageSize"])
+        max_message_size=s["MaxMessageSize"], sign_for=s["SignFor"])
     verification = VerificationSettings(
         enabled=v["Enabled"], authserv_id=v["AuthservId"] or socket.getfqdn(),
         max_signatures=v["MaxSignatures"], clock_drift=v["ClockDrift"],

@@ -43,6 +43,7 @@ class SigningSettings:
     expire_seconds: int = 7 * 86400
     body_length_tag: bool = False
     max_message_size: int = 50 * 1024 * 1024
+    sign_for: str = "authenticated"  # whose received mail is signed: "authenticated" | "trusted" | "any"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import email.header
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 from salmon_dkim.core.message import remove_fields
 from salmon_dkim.core.results import SignatureResult, VerificationReport
@@ -108,15 +108,16 @@ def clause_text(clause: Clause) -> str:
     return " ".join(parts)
 
 
-def write(authserv_id: str, clauses: Sequence[Clause]) -> bytes:
+def write(authserv_id: str, clauses: Sequence[Clause], comment: Optional[str] = None) -> bytes:
     """``Authentication-Results: ID; ...`` CRLF-terminated: one clause a line, folded at spaces within 78.
 
-    No clauses: ``ID; none`` (RFC 8601 section 2.2).  ValueError for an id that is not a token
-    (the configuration refuses those at load time).
+    No clauses: ``ID; none`` (RFC 8601 section 2.2), after ``comment`` if given (why nothing was
+    checked).  ValueError for an id that is not a token (the configuration refuses those at load time).
     """
     if not _TOKEN.fullmatch(authserv_id):
         raise ValueError(f"authserv-id {authserv_id!r} is not a token")
-    texts = [clause_text(c) for c in clauses] or ["none"]
+    none = "none" if comment is None else "(" + re.sub(r"[()\\]", "", printable(comment, REASON_LIMIT)) + ") none"
+    texts = [clause_text(c) for c in clauses] or [none]
     lines = [f"{FIELD}: {authserv_id};"]
     for i, text in enumerate(texts):
         end = ";" if i < len(texts) - 1 else ""
@@ -267,7 +268,7 @@ def parse(value: "bytes | str") -> Tuple[str, List[Clause]]:
     clauses: List[Clause] = []
     reader.expect(";")
     reader.cfws()
-    if re.match(r"none\s*$", text[reader.i:], re.IGNORECASE) and not clauses:
+    if re.match(r"none\s*$", text[reader.i:], re.IGNORECASE):
         return authserv_id, []
     while True:
         method = reader.match(_KEYWORD, "a method").lower()
@@ -339,26 +340,26 @@ def _visible_fields(field: bytes) -> List[Tuple[bytes, bytes]]:
     return found
 
 
-def remove_ours(message: bytes, authserv_id: str, others: Iterable[str] = ()) -> bytes:
-    """The message without fields claiming to be ours: Authentication-Results with our authserv-id,
-    and any field named in ``others`` (our score header), wherever a reader would see them.
-
-    Every other byte is kept as it was, line endings included.
-    """
+def claims_ours(authserv_id: str, others: Iterable[str] = ()) -> Callable[[bytes, bytes], bool]:
+    """``claims(name, value)``: whether a field (name lower case) claims to be ours: Authentication-Results
+    with our authserv-id (or one that cannot be read), or a field named in ``others`` (our score header),
+    also behind a bare CR or LF inside it."""
     ours = authserv_id.strip().rstrip(".").lower()
     names = {o.strip().lower().encode("ascii") for o in others if o}
 
-    def claims(name: bytes, value: bytes) -> bool:
-        if name in names:
-            return True
-        if name == b"authentication-results" and authserv_id_of(value) in (ours, None):
-            return True
-        return False
+    def direct(name: bytes, value: bytes) -> bool:
+        return name in names or (name == b"authentication-results" and authserv_id_of(value) in (ours, None))
 
-    def drop(name: bytes, value: bytes) -> bool:
-        if claims(name, value):
+    def claims(name: bytes, value: bytes) -> bool:
+        if direct(name, value):
             return True
         return bool(_HIDDEN_LINE.search(value)) and any(
-            claims(n, v) for n, v in _visible_fields(name + b":" + value)[1:])
+            direct(n, v) for n, v in _visible_fields(name + b":" + value)[1:])
 
-    return remove_fields(message, drop)
+    return claims
+
+
+def remove_ours(message: bytes, authserv_id: str, others: Iterable[str] = ()) -> bytes:
+    """The message without fields claiming to be ours (see :func:`claims_ours`), wherever a reader would
+    see them.  Every other byte is kept as it was, line endings included."""
+    return remove_fields(message, claims_ours(authserv_id, others))

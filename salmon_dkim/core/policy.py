@@ -45,6 +45,23 @@ def exempt(session: Session, settings) -> Optional[str]:
     return None
 
 
+def may_sign(session: Optional[Session], settings) -> Optional[str]:
+    """Why received mail from ``session`` must not be signed with our keys, or None when it may.
+
+    ``session`` None: mail the app composed itself, which may always be signed.  Otherwise
+    ``[Signing] SignFor`` says who earned it: an authenticated session, also a peer in
+    TrustedIPs ("trusted"), or anyone ("any").  A stranger's mail that merely claims our
+    domain in From is never signed.
+    """
+    mode = settings.signing.sign_for
+    if session is None or mode == "any" or session.authenticated:
+        return None
+    if mode == "trusted" and in_networks(session.peer_ip, settings.verification.trusted_ips):
+        return None
+    return (f"received from {session.peer_ip or 'an unknown peer'} without authentication "
+            f"([Signing] SignFor = {mode})")
+
+
 def _dkim(report: VerificationReport):
     """The DKIM results: DomainKeys (historic) ones are reported, but decide nothing."""
     return [r for r in report.results if r.type == "dkim"]

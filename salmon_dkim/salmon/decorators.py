@@ -1,30 +1,36 @@
 """Route decorators: ``@dkim_verify`` for inbound routes, ``@dkim_sign`` for outbound ones.
 
 They stack with Salmon's own, below ``@route`` (and ``@stateless``), right
-above the handler, and keep its name and ``_salmon_settings``::
+above the handler, keep its name and ``_salmon_settings``, and take the DKIM
+context built at boot (:class:`salmon_dkim.salmon.context.DKIM`)::
 
-    @route("(address)@(host)", address=".+")
+    dkim = DKIM.from_config("config/salmon_dkim.ini")   # config/boot.py, or your handlers module
+
+    @route("(address)@example\\.com", address=".+")
     @stateless
-    @dkim_verify                 # or @dkim_verify(context) for another DKIM context
-    def INBOUND(message, address=None, host=None):
+    @dkim_verify(dkim)
+    def INBOUND(message, address=None):
         message.dkim            # the VerificationReport (None when skipped)
         message.Data            # received bytes + our Authentication-Results on top
 
-    @route("(address)@(host)", address=".+")
+    @route("(address)@(host)", address=".+", host=".+")
     @stateless
-    @dkim_sign
+    @dkim_sign(dkim)
     def OUTBOUND(message, address=None, host=None):
-        settings.relay.deliver(message)   # a SigningRelay sends the signed bytes as they are
+        dkim_relay.deliver(message)   # a SigningRelay sends the signed bytes as they are
 
-Handlers also find here the attributes the decorators set: ``message.dkim``
-(VerificationReport), ``message.dkim_outcome`` (policy Outcome),
-``message.dkim_signed`` (SignResult); and ``message_bytes(message)``, the
-bytes to store or pass on.
+Bare ``@dkim_verify`` / ``@dkim_sign`` use the context installed with
+:func:`salmon_dkim.salmon.context.install`, looked up when a message arrives.
 
-Bare decorators use the context installed at boot (:func:`salmon_dkim.salmon.context.install`),
-looked up when a message arrives.  ``message.session`` comes from
-:mod:`salmon_dkim.salmon.receivers`; with Salmon's stock receivers it is worked out
-from the peer address.
+Handlers find here what the decorators set: ``message.dkim`` (VerificationReport),
+``message.dkim_outcome`` (policy Outcome), ``message.dkim_signed`` (SignResult); and
+``message_bytes(message)``, the bytes to store or pass on.  ``message.session`` comes
+from :mod:`salmon_dkim.salmon.receivers`; with Salmon's stock receivers it is worked
+out from the peer address (no SMTP AUTH there).
+
+``@dkim_sign`` signs only what earned it (``[Signing] SignFor``): mail from an
+authenticated session (SMTP AUTH, AuthenticatedPeers), never a stranger's that claims
+our domain in From; the rest goes on unsigned and the activity log says why.
 
 Salmon turns any exception but SMTPError into "250 OK" and the undeliverable
 queue; so a failure of our own code while verifying becomes 451 (or, with
@@ -33,7 +39,6 @@ while signing always 451: the client retries, nothing goes out unsigned.
 """
 from __future__ import annotations
 
-import email.utils
 import functools
 import logging
 import time
@@ -43,10 +48,11 @@ from salmon.server import SMTPError
 
 from salmon_dkim.core import authres
 from salmon_dkim.core.message import Message, MessageFormatError, prepend
+from salmon_dkim.core.policy import decide, exempt, in_networks, may_sign
+from salmon_dkim.core.results import InternalError, Outcome, Session  # noqa: F401 (Session: for handlers)
+from salmon_dkim.core.signer import SignResult
 from salmon_dkim.salmon import receivers
-from salmon_dkim.core.policy import decide, exempt, in_networks
-from salmon_dkim.core.results import InternalError, Outcome, Session
-from salmon_dkim.salmon.receivers import message_bytes, replace_data
+from salmon_dkim.salmon.receivers import edit_headers, message_bytes, replace_data, session_of
 
 __all__ = ["dkim_verify", "dkim_sign", "apply_verification", "apply_signing",
            "message_bytes", "replace_data", "session_of"]  # message_bytes, replace_data: from receivers
@@ -54,17 +60,6 @@ __all__ = ["dkim_verify", "dkim_sign", "apply_verification", "apply_signing",
 LOG = logging.getLogger("salmon_dkim.salmon.decorators")
 
 TEMPFAIL_TEXT = "4.3.0 DKIM processing failed; try again later"
-
-
-def session_of(message, settings) -> Session:
-    """The receiver's session, or one worked out from ``message.Peer`` (stock Salmon receivers)."""
-    session = getattr(message, "session", None)
-    if session is not None:
-        return session
-    peer = getattr(message, "Peer", None)
-    ip = peer[0] if isinstance(peer, tuple) and peer else None
-    return Session(peer_ip=ip, authenticated=receivers.authenticated(
-        ip, "mx", message_bytes(message), settings.verification))
 
 
 def _context(explicit):
@@ -105,17 +100,31 @@ def _parse(data: bytes) -> Tuple[Optional[Message], Message]:
 
 # -- verification ---------------------------------------------------------------
 
-def _ours_on_top(data: bytes, options, header: bytes, score: float) -> bytes:
+def _ours_on_top(message, data: bytes, options, header: bytes, score: Optional[float]) -> None:
     """Incoming fields that claim to be ours (A-R with our id, our score header) replaced by ours."""
-    data = authres.remove_ours(data, options.authserv_id, [options.score_header])
-    if options.score_header:
-        header += f"{options.score_header}: {score:g}\r\n".encode("ascii")
-    return prepend(data, header)
+    claims = authres.claims_ours(options.authserv_id, [options.score_header])
+    top = [header] + ([f"{options.score_header}: {score:g}\r\n".encode("ascii")]
+                      if options.score_header and score is not None else [])
+    data = prepend(authres.remove_ours(data, options.authserv_id, [options.score_header]), b"".join(top))
+    edit_headers(message, data, claims, top)
 
 
-def _header(options, report, session) -> bytes:
-    extra = [authres.auth_clause(session.user)] if session.authenticated and session.user else []
-    return authres.header_for(options.authserv_id, report, extra)
+def _says_why_not_verified(readable: Message, session: Session, options) -> bool:
+    """Whether mail that is not verified gets our header saying so (and loses fields claiming to be ours).
+
+    Not when verification is off, and not from inside the trust boundary when a front server
+    there already wrote our authserv-id: then its header is the verdict and stands.
+    """
+    if not options.enabled:
+        return False
+    if in_networks(session.peer_ip, options.trusted_ips):
+        claims = authres.claims_ours(options.authserv_id)
+        return not any(claims(b"authentication-results", v) for v in readable.values(b"authentication-results"))
+    return True
+
+
+def _clauses(session: Session):
+    return [authres.auth_clause(session.user)] if session.authenticated and session.user else []
 
 
 def apply_verification(message, context) -> None:
@@ -131,12 +140,10 @@ def apply_verification(message, context) -> None:
         session = session_of(message, settings)
         skip = exempt(session, settings)
         if skip:
-            if options.enabled and not in_networks(session.peer_ip, options.trusted_ips):
-                # not verified, yet from outside the trust boundary: headers claiming to be ours are forged
-                unforged = authres.remove_ours(data, options.authserv_id, [options.score_header])
-                if unforged is not data:
-                    replace_data(message, unforged)
             message.dkim, message.dkim_outcome = None, decide(None, session, settings)
+            if _says_why_not_verified(readable, session, options):
+                header = authres.write(options.authserv_id, _clauses(session), comment=f"not verified: {skip}")
+                _ours_on_top(message, data, options, header, None)
             context.activity.record("skip-verify", direction="in", message_id=readable.message_id,
                                     account=session.user, peer=session.peer_ip, reason=skip)
             return
@@ -154,7 +161,8 @@ def apply_verification(message, context) -> None:
             action=outcome.action, score=outcome.score, reason=outcome.reason,
             ms=round((time.perf_counter() - started) * 1000, 3))
         if outcome.action in ("accept", "skip"):
-            replace_data(message, _ours_on_top(data, options, _header(options, report, session), outcome.score))
+            header = authres.header_for(options.authserv_id, report, _clauses(session))
+            _ours_on_top(message, data, options, header, outcome.score)
         message.dkim, message.dkim_outcome = report, outcome
     except Exception as exc:  # noqa: BLE001 (any failure of ours must not become Salmon's silent 250)
         _internal_error(message, context, exc)
@@ -185,7 +193,7 @@ def _internal_error(message, context, exc: Exception) -> None:
             raise InternalError(reason)
         # accept: say so in the message, as RFC 8601 dkim=temperror
         header = authres.write(options.authserv_id, [authres.Clause("dkim", "temperror", "internal error")])
-        replace_data(message, _ours_on_top(data, options, header, 0.0))
+        _ours_on_top(message, data, options, header, 0.0)
     except Exception as failed:  # noqa: BLE001 (tempfail asked for, or accepting failed too)
         raise SMTPError(451, TEMPFAIL_TEXT) from (exc if isinstance(failed, InternalError) else failed)
     message.dkim = None
@@ -198,8 +206,9 @@ def dkim_verify(func=None, context=None):
     ``@dkim_verify``, ``@dkim_verify()`` or ``@dkim_verify(context)``.  The
     handler runs only for accepted (or exempt) mail; ``message.Data`` then
     starts with our Authentication-Results (incoming ones claiming our
-    AuthservId removed) and the score header.  Exempt mail is not verified; from
-    a peer outside TrustedIPs it still loses headers claiming our AuthservId.
+    AuthservId removed) and the score header.  Exempt mail is not verified, and our
+    header says so (``ID; (not verified: trusted IP 127.0.0.1) none``, or
+    ``auth=pass smtp.auth=USER`` for an authenticated session).
     """
     return _decorator(apply_verification, func, context)
 
@@ -207,22 +216,42 @@ def dkim_verify(func=None, context=None):
 # -- signing --------------------------------------------------------------------
 
 def apply_signing(message, context) -> None:
-    """Sign ``message.Data`` as received; the signed bytes become ``message.Data``.
+    """Sign ``message.Data`` as received, when the session earned it; the signed bytes become ``message.Data``.
 
-    Sets ``message.dkim_signed`` (the SignResult), which tells a SigningRelay
-    to send ``message.Data`` as it is.  No key: unsigned, and the activity log
-    says why.  Any failure: SMTPError 451.
+    Sets ``message.dkim_signed`` (the SignResult), which tells a SigningRelay to send
+    ``message.Data`` as it is.  A session that did not earn a signature (``[Signing]
+    SignFor``), or a domain without a key: unsigned, and the activity log says why.
+    Any failure, or a configured key that cannot be used: SMTPError 451.
     """
     try:
-        # MailRequest.From is the From header ("Name <address>") when the envelope sender was null
-        sender = email.utils.parseaddr(getattr(message, "From", None) or "")[1] or None
-        result = context.signer.sign(message_bytes(message), sender=sender)
-        replace_data(message, result.message)
+        session = session_of(message, context.settings)
+        refused = may_sign(session, context.settings)
+        if refused:
+            LOG.info("not signing mail from %s: %s", session.peer_ip, refused)
+            context.activity.record("unsigned", direction="out", peer=session.peer_ip,
+                                    message_id=_parse(message_bytes(message))[1].message_id, reason=refused)
+            message.dkim_signed = SignResult(message_bytes(message), (), refused)
+            return
+        sender = session.user or receivers.envelope_sender(message, session)
+        original = message_bytes(message)
+        result = context.signer.sign(original, sender=sender)
+        if result.signatures:
+            _put_on_top(message, result.message, original)
     except Exception as exc:  # noqa: BLE001 (never relay unsigned what should be signed)
         LOG.error("DKIM signing failed (%s: %s); answering 451", type(exc).__name__, exc,
                   exc_info=exc)
         raise SMTPError(451, TEMPFAIL_TEXT) from exc
     message.dkim_signed = result
+
+
+def _put_on_top(message, signed: bytes, original: bytes) -> None:
+    """``signed`` becomes the message: only fields were added on top, so the parse is edited, not redone."""
+    added = signed[:len(signed) - len(original)]
+    if not signed.endswith(original):  # line endings changed too
+        replace_data(message, signed)
+        return
+    fields = [name + b":" + value for name, value in Message(added + b"\r\n").fields]
+    edit_headers(message, signed, lambda name, value: False, fields)
 
 
 def dkim_sign(func=None, context=None):

@@ -58,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import concurrent.futures
+import email.utils
 import logging
 import os
 import queue
@@ -68,7 +69,7 @@ import ssl
 import stat
 import threading
 from base64 import b64decode
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult
@@ -131,6 +132,42 @@ def replace_data(message, data: bytes) -> None:
     message._parsed_fields = _header_fields(message)
 
 
+def envelope_sender(message, session=None) -> Optional[str]:
+    """The envelope sender (MAIL FROM) of a received message; None for the null sender <>.
+
+    Salmon's MailRequest.From is the From header when the envelope sender was null, so the
+    session's ``mail_from`` is the one to trust when a receiver of ours made it.
+    """
+    if session is not None and session.mail_from is not None:
+        return session.mail_from or None
+    return email.utils.parseaddr(getattr(message, "From", None) or "")[1] or None
+
+
+def edit_headers(message, data: bytes, drop: Callable[[bytes, bytes], bool], top: Sequence[bytes] = ()) -> None:
+    """Make ``data`` the message, where ``data`` is ``message.Data`` with the fields ``drop(name, value)``
+    removed (name lower case, as bytes) and the fields ``top`` (whole, CRLF-terminated) put above.
+
+    The parsed headers handlers read are edited the same way, without parsing the message
+    again (Salmon's parse of a large message costs more than verifying it).
+    """
+    message.Data = data
+    mime = getattr(getattr(message, "base", None), "mime_part", None)
+    headers = getattr(mime, "_headers", None)
+    if not isinstance(headers, list):  # not parsed as Salmon parses: parse the new bytes
+        if hasattr(message, "base"):
+            replace_data(message, data)
+        return
+    added = []
+    for field in top:
+        name, _, value = field.decode("utf-8", "surrogateescape").partition(":")
+        added.append((name, value.lstrip(" \t").rstrip("\r\n")))
+    kept = [(n, v) for n, v in headers
+            if not drop(n.strip().lower().encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape"))]
+    mime._headers = added + kept
+    if hasattr(message, "_parsed_fields"):
+        message._parsed_fields = _header_fields(message)
+
+
 def request(peer, mailfrom, rcpt, data: bytes) -> mail.MailRequest:
     """A MailRequest that remembers its parsed header fields (see :func:`headers_changed`)."""
     message = mail.MailRequest(peer, mailfrom, rcpt, data)
@@ -178,6 +215,17 @@ def authenticated(peer_ip: Optional[str], role: str, data: bytes, verification=N
             return True
         LOG.warning("ignoring %s header from untrusted peer %s", header, peer_ip)
     return False
+
+
+def session_of(message, settings) -> Session:
+    """The receiver's session, or one worked out from ``message.Peer`` (stock Salmon receivers)."""
+    session = getattr(message, "session", None)
+    if session is not None:
+        return session
+    peer = getattr(message, "Peer", None)
+    ip = peer[0] if isinstance(peer, tuple) and peer else None
+    return Session(peer_ip=ip, authenticated=authenticated(
+        ip, "mx", message_bytes(message), settings.verification))
 
 
 def _reply_line(text: str) -> str:

@@ -15,9 +15,12 @@ and ``reply`` all end in ``deliver``, which
    - ``bytes`` / ``str``: as given (pass To= and From=);
 
 2. signs them with the Signer (unless ``@dkim_sign`` already did: then they
-   go out as they are); no key for the domain: sent unsigned, and the
-   activity log says why; any failure: :class:`SigningFailed` (a SigningError
-   and an SMTPError 451) raised, nothing sent;
+   go out as they are), when they earned it: a message the app composed
+   (MailResponse, bytes), or a received MailRequest whose session did
+   (``[Signing] SignFor``: authenticated by default).  A stranger's mail relayed
+   on, or a domain without a key: sent unsigned, and the activity log says
+   why; any failure, or a configured key that cannot be used:
+   :class:`SigningFailed` (a SigningError and an SMTPError 451) raised, nothing sent;
 
 3. hands the bytes to smtplib unchanged.
 
@@ -25,8 +28,8 @@ List mail is sent as [DomainKeys] says (StripSigsFromListMail, SignListMail as
 the list's domain, ARCSeal): mail a list route marks, with
 ``deliver(..., list_domain="lists.example.com")`` or a relay made for the list
 (``SigningRelay(..., list_domain=...)``), and mail that carries a List-Id
-header, whose list domain is then the envelope sender's (the list's bounce
-address).
+header and earned a signature (see 2.), whose list domain is then the envelope
+sender's (the list's bounce address).
 
 In config/boot.py::
 
@@ -46,8 +49,9 @@ from salmon.server import Relay, SMTPError
 from salmon_dkim.core.arc import sealer_from_settings
 from salmon_dkim.core.message import to_crlf
 from salmon_dkim.core.listmail import is_list_mail, prepare_list_post
-from salmon_dkim.salmon.receivers import headers_changed, message_bytes
+from salmon_dkim.core.policy import may_sign
 from salmon_dkim.core.signer import SigningError
+from salmon_dkim.salmon.receivers import envelope_sender, headers_changed, message_bytes, session_of
 
 LOG = logging.getLogger("salmon_dkim.salmon.relay")
 
@@ -127,7 +131,21 @@ class SigningRelay(Relay):
                         "leave the signing to the SigningRelay in handlers that change messages", message)
         address = email.utils.parseaddr(sender)[1] if isinstance(sender, str) else None
         data = wire_bytes(message) if data is None else data
+        session = self._session(message)
+        if session is not None:
+            refused = may_sign(session, self.signer.settings)
+            if refused:
+                LOG.info("relaying %r unsigned: %s", message, refused)
+                self.signer.activity.record("unsigned", direction="out", peer=session.peer_ip, reason=refused)
+                return data
+            address = session.user or envelope_sender(message, session) or address
         return self.signer.sign(data, sender=address or None).message
+
+    def _session(self, message):
+        """The session a received message came in on; None for mail the app composed (it may be signed)."""
+        if not isinstance(message, mail.MailRequest):
+            return None
+        return session_of(message, self.signer.settings)
 
     def list_bytes(self, data: bytes, list_domain: str) -> bytes:
         """The bytes of a list post as [DomainKeys] says: stripped, signed as the list, sealed."""
@@ -137,10 +155,13 @@ class SigningRelay(Relay):
         return prepare_list_post(data, settings, list_domain, signer, sealer,
                                  resolver=self.resolver)
 
-    def _list_domain(self, data: bytes, sender, asked: Optional[str]) -> Optional[str]:
+    def _list_domain(self, message, data: bytes, sender, asked: Optional[str]) -> Optional[str]:
         if asked or self.list_domain:
             return asked or self.list_domain
         if is_list_mail(data):
+            session = self._session(message)
+            if session is not None and may_sign(session, self.signer.settings):
+                return None  # a stranger's List-Id does not make its envelope domain ours to sign as
             return email.utils.parseaddr(sender)[1].rpartition("@")[2].lower() or None
         return None
 
@@ -161,7 +182,7 @@ class SigningRelay(Relay):
         try:
             data = wire_bytes(message)
             if sign:
-                listed = self._list_domain(data, sender, list_domain)
+                listed = self._list_domain(message, data, sender, list_domain)
                 data = self.list_bytes(data, listed) if listed else self.signed_bytes(message, sender, data)
         except Exception as exc:  # noqa: BLE001 (ours: never Salmon's silent 250)
             LOG.error("not sent: signing %r failed (%s: %s)", message, type(exc).__name__, exc, exc_info=exc)

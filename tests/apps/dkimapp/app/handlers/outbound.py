@@ -19,6 +19,14 @@ def OUTBOUND(message, local=None):
     settings.relay.deliver(message)
 
 
+@route("(local)@unguarded\\.example")
+@stateless
+@dkim_sign
+def UNGUARDED(message, local=None):
+    """No listener guard, as a hasty app might write: @dkim_sign itself signs only what earned it."""
+    settings.relay.deliver(message)
+
+
 @route("(local)@relay\\.example")
 @stateless
 def RELAY(message, local=None):
