@@ -102,7 +102,9 @@ def test_incoming_score_header_is_replaced(app):
 def test_unsigned_message_gets_dkim_none(app):
     with app.smtp() as client:
         send(client, "unsigned@inbound.test", message("plain.eml"))
-    assert headers_of(app.stored("unsigned"))[0] == f"Authentication-Results: {app.authserv_id}; dkim=none"
+    assert headers_of(app.stored("unsigned"))[0] == (
+        f"Authentication-Results: {app.authserv_id}; dkim=none; spf=none smtp.mailfrom=alice@example.com;"
+        " dmarc=none header.from=example.com")
 
 
 def test_failed_signature_is_accepted_with_dkim_fail_and_fail_score_when_not_rejecting(app, signer):
@@ -225,7 +227,8 @@ def test_authenticated_submission_listener_is_not_verified(app, signer):
     with app.submission() as client:
         send(client, "authed@reject.test", tampered(signed(signer)))
     assert app.seen("authed")["outcome"] == {"action": "skip", "code": None, "text": "", "score": 0.0,
-                                             "close_connection": False, "reason": "authenticated session"}
+                                             "close_connection": False, "reason": "authenticated session",
+                                             "quarantine": False}
 
 
 def test_forged_authentication_results_from_an_authenticated_session_is_removed(app, signer):
@@ -290,7 +293,7 @@ def test_authentication_results_helper_matches_what_the_server_wrote(app, signer
     header = app.stored("parsed").split(b"\r\nX-DKIM-Score")[0].decode() + "\r\n"
     server, clauses = authresults.parse(header)
     assert server == app.authserv_id
-    assert [r.result for r in clauses] == ["pass"]
+    assert [(r.method, r.result) for r in clauses] == [("dkim", "pass"), ("spf", "none"), ("dmarc", "none")]
 
 
 class ExplodingVerifier:

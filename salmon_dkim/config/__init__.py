@@ -4,8 +4,10 @@
 option and the problem; :mod:`~salmon_dkim.config.settings` holds the types.
 """
 from salmon_dkim.config.load import SPEC_PATH, ConfigError, load_settings
-from salmon_dkim.config.settings import (DNSSettings, DomainKeys, ListSettings, LoggingSettings, MetricsSettings,
+from salmon_dkim.config.settings import (DMARCSettings, DNSSettings, DomainKeys, ListSettings, LoggingSettings,
+                                         MetricsSettings, SPFSettings,
                                          Settings, SigningSettings, VerificationSettings)
 
 __all__ = ["SPEC_PATH", "ConfigError", "load_settings", "Settings", "SigningSettings", "VerificationSettings",
-           "ListSettings", "DNSSettings", "LoggingSettings", "MetricsSettings", "DomainKeys"]
+           "ListSettings", "DNSSettings", "LoggingSettings", "MetricsSettings", "DomainKeys",
+           "SPFSettings", "DMARCSettings"]

@@ -20,9 +20,9 @@ from typing import Optional, Tuple, Union
 from configobj import ConfigObj, ConfigObjError, flatten_errors, get_extra_values
 from validate import Validator
 
-from salmon_dkim.config.settings import (DNSSettings, DomainKeys, IPNetwork, ListSettings, LoggingSettings,
-                                         MetricsSettings, Settings, SigningSettings, SubmissionSettings,
-                                         VerificationSettings)
+from salmon_dkim.config.settings import (DMARCSettings, DNSSettings, DomainKeys, IPNetwork, ListSettings,
+                                         LoggingSettings, MetricsSettings, Settings, SigningSettings, SPFSettings,
+                                         SubmissionSettings, VerificationSettings)
 
 SPEC_PATH = Path(__file__).with_name("salmon_dkim.spec")
 
@@ -190,7 +190,8 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
         adsp_score=v["ADSPScore"], max_message_size=v["MaxMessageSize"])
     lists = ListSettings(
         strip_sigs_from_list_mail=dk["StripSigsFromListMail"], sign_list_mail=dk["SignListMail"],
-        arc_seal=dk["ARCSeal"], arc_verify=dk["ARCVerify"], max_arc_instances=dk["MaxARCInstances"])
+        arc_seal=dk["ARCSeal"], arc_verify=dk["ARCVerify"], max_arc_instances=dk["MaxARCInstances"],
+        dmarc_mitigation=dk["DMARCMitigation"])
     zone = _path(base, d["ZoneFile"])
     if zone is not None and not zone.is_file():
         raise ConfigError(f"{name}: [DNS] ZoneFile: {zone} does not exist")
@@ -210,7 +211,13 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
                                activity_log_max_bytes=lg["ActivityLogMaxBytes"],
                                activity_log_backups=lg["ActivityLogBackups"])
     metrics = MetricsSettings(listen=_listen_address(raw["Metrics"]["Listen"], name, "[Metrics] Listen"))
-    return Settings(signing, verification, lists, dns, logging_, metrics=metrics,
+    spf = SPFSettings(enabled=raw["SPF"]["Enabled"], time_limit=raw["SPF"]["TimeLimit"])
+    dm = raw["DMARC"]
+    dmarc = DMARCSettings(enabled=dm["Enabled"], reject_action=dm["RejectAction"],
+                          quarantine_score=dm["QuarantineScore"], quarantine_header=dm["QuarantineHeader"],
+                          undetermined_author_action=dm["UndeterminedAuthorAction"],
+                          trusted_arc_sealers=tuple(x.lower().rstrip(".") for x in dm["TrustedARCSealers"] if x))
+    return Settings(signing, verification, lists, dns, logging_, metrics=metrics, spf=spf, dmarc=dmarc,
                     source=Path(name).resolve() if name != "<defaults>" else None,
                     submission=_submission(raw["Submission"], name, base, check_key_files))
 

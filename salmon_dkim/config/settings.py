@@ -87,6 +87,23 @@ class ListSettings:
     arc_seal: bool = False
     arc_verify: bool = True
     max_arc_instances: int = 10
+    dmarc_mitigation: str = "munge_from"  # "munge_from" | "wrap_message" | "none"
+
+
+@dataclass(frozen=True)
+class SPFSettings:
+    enabled: bool = True
+    time_limit: float = 20.0
+
+
+@dataclass(frozen=True)
+class DMARCSettings:
+    enabled: bool = True
+    reject_action: str = "reject"  # "reject" | "score" | "none"
+    quarantine_score: float = 5.0
+    quarantine_header: str = "X-DMARC-Quarantine"
+    undetermined_author_action: str = "reject"  # "reject" | "accept"
+    trusted_arc_sealers: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,3 +155,5 @@ class Settings:
     source: Optional[Path] = None
     submission: SubmissionSettings = SubmissionSettings()
     metrics: MetricsSettings = MetricsSettings()
+    spf: SPFSettings = SPFSettings()
+    dmarc: DMARCSettings = DMARCSettings()

@@ -122,6 +122,30 @@ def our_clauses(message: Union[bytes, Message], authserv_id: str) -> List[Clause
     return []
 
 
+_AAR_INSTANCE = re.compile(rb"[ \t\r\n]*i[ \t\r\n]*=[ \t\r\n]*[0-9]+[ \t\r\n]*;")
+
+
+def arrival_results(message: Message) -> List[Tuple[str, List[Clause]]]:
+    """(sealer domain, results its ARC-Authentication-Results recorded), newest set first.
+
+    Only for a chain that is well formed; an AAR that does not read as RFC 8601 gives no results.
+    Whether the chain verifies is :func:`arc_result`'s question: ask it first.
+    """
+    try:
+        sets = arc_sets(message.fields)
+    except ARCChainError:
+        return []
+    found = []
+    for arc_set in reversed(sets):
+        try:
+            sealer = _text(parse_tags(arc_set.seal[1]).get(b"d", b"")).lower().rstrip(".")
+            clauses = parse(_AAR_INSTANCE.sub(b"", arc_set.aar[1], count=1))[1]
+        except (ValueError, AuthResError):
+            clauses = []
+        found.append((sealer, clauses))
+    return found
+
+
 def arrival_arc_result(message: Union[bytes, Message], authserv_id: str) -> Optional[str]:
     """The arc= result our own Authentication-Results header recorded on arrival, if any."""
     for clause in our_clauses(message, authserv_id):

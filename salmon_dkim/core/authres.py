@@ -150,7 +150,26 @@ def report_clauses(report: VerificationReport) -> List[Clause]:
         domains = report.authors.domains if report.authors else ()
         clauses.append(Clause("dkim-adsp", report.adsp, None if report.adsp == "pass" else report.adsp_reason,
                               properties=(Property("header", "from", domains[0]),) if domains else ()))
+    if report.spf is not None:
+        clauses.append(spf_clause(report.spf))
+    if report.dmarc is not None:
+        clauses.append(dmarc_clause(report.dmarc))
     return clauses
+
+
+def spf_clause(spf) -> Clause:
+    """``spf=`` with smtp.mailfrom (or smtp.helo for a null sender), RFC 7208 section 9.1."""
+    prop = "helo" if spf.identity == "helo" else "mailfrom"
+    return Clause("spf", spf.result, None if spf.result in ("pass", "none") else spf.reason,
+                  properties=(Property("smtp", prop, spf.address),) if spf.address else ())
+
+
+def dmarc_clause(dmarc) -> Clause:
+    """``dmarc=`` with header.from and policy.dmarc (RFC 7489 section 11.2); an override says why."""
+    reason = dmarc.override_comment and f"local policy override ({dmarc.override}): {dmarc.override_comment}"
+    props = [("header", "from", dmarc.domain), ("policy", "dmarc", dmarc.policy or "")]
+    return Clause("dmarc", dmarc.result, reason or (None if dmarc.result in ("pass", "none") else dmarc.reason),
+                  properties=tuple(Property(t, n, v) for t, n, v in props if v))
 
 
 def header_for(authserv_id: str, report: VerificationReport, extra: Sequence[Clause] = ()) -> bytes:

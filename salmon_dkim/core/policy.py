@@ -6,16 +6,19 @@ carry the RFC 3463 enhanced code and why (RFC 7372 codes for DKIM); the
 glue puts the basic code in front: ``SMTPError(outcome.code, outcome.text)``.
 
 Order: exemptions, then DNS trouble (a temperror with no pass is never
-answered with 550: the sender must retry), then ADSP, reject-on-fail and the
-score threshold.
+answered with 550: the sender must retry), then ADSP, DMARC, reject-on-fail
+and the score threshold.  DMARC (RFC 7489): a failure whose disposition is
+reject answers 550 as ``[DMARC] RejectAction`` says, quarantine adds
+``QuarantineScore`` and marks the outcome; an author that cannot be determined
+is handled as section 6.6.1 describes (``UndeterminedAuthorAction``).
 """
 from __future__ import annotations
 
 import ipaddress
 from typing import Optional
 
-from salmon_dkim.core.results import Outcome, Session
-from salmon_dkim.core.verifier import VerificationReport
+from salmon_dkim.core.results import Outcome, Session, VerificationReport
+
 
 
 def in_networks(ip: Optional[str], networks) -> bool:
@@ -77,7 +80,19 @@ def score(report: VerificationReport, settings) -> float:
         total += options.approved_score
     if adsp_failed(report) and options.adsp_action == "score":
         total += options.adsp_score
+    if dmarc_disposition(report, settings) == "quarantine":
+        total += settings.dmarc.quarantine_score
     return total
+
+
+def dmarc_disposition(report: VerificationReport, settings) -> str:
+    """What DMARC asks for this message after [DMARC] RejectAction: "reject", "quarantine" or "none"."""
+    dmarc = report.dmarc
+    if dmarc is None or dmarc.result != "fail":
+        return "none"
+    if dmarc.disposition == "reject":
+        return {"reject": "reject", "score": "quarantine"}.get(settings.dmarc.reject_action, "none")
+    return dmarc.disposition
 
 
 def adsp_failed(report: VerificationReport) -> bool:
@@ -105,13 +120,15 @@ def decide(report: Optional[VerificationReport], session: Session, settings) -> 
 
     results = _dkim(report)
     passed = any(r.result == "pass" for r in results)
-    temporary = [r for r in results if r.result == "temperror"]
-    if report.adsp == "temperror" and not passed:
-        temporary.append(None)
-    if temporary and not passed:
-        first = temporary[0]
-        where = (f"DKIM key lookup for {first.domain} failed temporarily" if first
-                 else "ADSP lookup failed temporarily")
+    waiting = []  # what failed for now: the sender must retry, never a 550
+    if not passed:
+        waiting += [f"DKIM key lookup for {r.domain} failed temporarily" for r in results if r.result == "temperror"]
+        if report.adsp == "temperror":
+            waiting.append("ADSP lookup failed temporarily")
+    if report.dmarc is not None and report.dmarc.result == "temperror":
+        waiting.append(f"DMARC check of {report.dmarc.domain or 'the author domain'} failed temporarily")
+    if waiting:
+        where = waiting[0]
         if options.temperror_action == "accept":
             return Outcome("accept", None, "", total, False, f"{where}; accepted by TempErrorAction")
         return Outcome("tempfail", 451, f"4.4.3 {where}; try again later", total, False, summary)
@@ -124,10 +141,19 @@ def decide(report: Optional[VerificationReport], session: Session, settings) -> 
         return reject(f"5.7.22 No valid DKIM signature of the author domain {domains}, "
                       f"which signs all its mail (ADSP dkim={practice})",
                       report.adsp_reason or f"ADSP {report.adsp}")
+    dmarc = report.dmarc
+    if dmarc is not None and dmarc.result == "permerror" and not dmarc.domain \
+            and settings.dmarc.undetermined_author_action == "reject":
+        return reject("5.7.1 The author of this message cannot be determined from its From field "
+                      "(RFC 7489 section 6.6.1)", dmarc.reason)
+    disposition = dmarc_disposition(report, settings)
+    if disposition == "reject":
+        return reject(f"5.7.1 Rejected by the DMARC policy of {dmarc.domain}: no DKIM or SPF pass aligned "
+                      f"with the From domain", dmarc.reason)
     failed = [r for r in results if r.result == "fail"]
     if options.reject_on_fail and failed and not passed:
         return reject(f"5.7.20 DKIM signature of {failed[0].domain} failed: {failed[0].reason}", summary)
     if options.reject_score > 0 and total >= options.reject_score:
         return reject(f"5.7.1 DKIM score {total:g} reaches the reject threshold {options.reject_score:g}",
                       summary)
-    return Outcome("accept", None, "", total, False, summary)
+    return Outcome("accept", None, "", total, False, summary, quarantine=disposition == "quarantine")

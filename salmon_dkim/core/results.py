@@ -32,6 +32,7 @@ class Outcome:
     score: float
     close_connection: bool
     reason: str
+    quarantine: bool = False  # DMARC asked for quarantine: the handler may route it (and the header says so)
 
 
 RESULT_WORDS = ("pass", "fail", "neutral", "policy", "temperror", "permerror")
@@ -78,6 +79,8 @@ class VerificationReport:
     arc: Optional[str] = None  # RFC 8617 chain result when the message has ARC sets
     arc_reason: Optional[str] = None
     internal_error: Optional[str] = None  # a bug of ours cost a result: InternalErrorAction applies
+    spf: Optional[object] = None  # salmon_dkim.core.spf.SPFResult when SPF was checked
+    dmarc: Optional[object] = None  # salmon_dkim.core.dmarc.DMARCResult when DMARC was evaluated
 
     @property
     def passed(self) -> bool:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Set, Tuple, Union
 
 from salmon_dkim.core import adsp as adsp_check
-from salmon_dkim.core.arc import arc_result
+from salmon_dkim.core.arc import arc_result, arrival_results
+from salmon_dkim.core.dmarc import aligned, evaluate_dmarc
 from salmon_dkim.core.canon import body_hashes
 from salmon_dkim.core.dkim import (CheckOptions, Signature, check_body, check_crypto, objections,
                                    parse_signature)
@@ -32,7 +33,9 @@ from salmon_dkim.core.domainkeys import verify_domainkeys
 from salmon_dkim.core.keyfetch import SignatureProblem, fetch_key
 from salmon_dkim.core.keys import KeyRecord, KeyRecordError, key_name, parse_key_record
 from salmon_dkim.core.message import Message, MessageFormatError, field_name
-from salmon_dkim.core.results import RESULT_WORDS, SignatureResult, VerificationReport
+from salmon_dkim.core.policy import in_networks
+from salmon_dkim.core.results import RESULT_WORDS, Session, SignatureResult, VerificationReport
+from salmon_dkim.core.spf import check_spf
 from salmon_dkim.core.tags import parse_tags
 from salmon_dkim.dns.resolver import BudgetedResolver, TXTResolver
 
@@ -139,8 +142,12 @@ class Verifier:
         self.clock = clock
         self.keys = KeyCache()
 
-    def verify(self, message: Union[bytes, Message]) -> VerificationReport:
-        """Check every signature of the received bytes (or a parsed Message); never raises on content."""
+    def verify(self, message: Union[bytes, Message], session: Optional[Session] = None) -> VerificationReport:
+        """Check every signature of the received bytes (or a parsed Message); never raises on content.
+
+        With the ``session`` it came in on, also SPF (for a client that is not a trusted front
+        server or an LMTP peer) and DMARC, as [SPF] and [DMARC] say.
+        """
         limit = self.options.max_message_size
         size = len(message.data if isinstance(message, Message) else message)
         if limit and size > limit:
@@ -177,10 +184,46 @@ class Verifier:
                 log.exception("ARC check: internal error")
                 arc, arc_reason = "fail", f"internal error: {type(exc).__name__}: {exc}"
                 bugs.append(arc_reason)
+        spf = dmarc = None
+        if session is not None:
+            try:
+                spf = self._spf(session, resolver)
+                if self.settings.dmarc.enabled:
+                    # DMARC makes at most two lookups per author domain: DKIM signatures cannot starve it
+                    dmarc = evaluate_dmarc(authors.domains if authors.parsable else None, results, spf, self.resolver)
+                    if dmarc.result == "fail" and arc == "pass":
+                        dmarc = self._arc_override(dmarc, message)
+            except Exception as exc:  # as for ADSP: our bug must not cost the message
+                log.exception("SPF/DMARC check: internal error")
+                bugs.append(f"internal error: {type(exc).__name__}: {exc}")
         single = authors.single
         return VerificationReport(results, max(0, len(positions) - cap), single.domain if single else None,
                                   authors, adsp, reason, arc=arc, arc_reason=arc_reason,
-                                  internal_error=bugs[0] if bugs else None)
+                                  internal_error=bugs[0] if bugs else None, spf=spf, dmarc=dmarc)
+
+    def _spf(self, session: Session, resolver):
+        """SPF for the client, when the session's peer is the client (not a trusted front server, not LMTP)."""
+        if not self.settings.spf.enabled or not session.peer_ip or session.role == "lmtp":
+            return None
+        if in_networks(session.peer_ip, self.options.trusted_ips):
+            return None
+        return check_spf(session.peer_ip, session.mail_from or "", session.helo or "", resolver,
+                         time_limit=self.settings.spf.time_limit)
+
+    def _arc_override(self, dmarc, message: Message):
+        """RFC 8617 7.2: a trusted sealer's intact chain recorded an aligned pass on arrival."""
+        trusted = self.settings.dmarc.trusted_arc_sealers
+        for sealer, clauses in arrival_results(message):
+            if sealer not in trusted:
+                continue
+            for clause in clauses:
+                domain = clause.prop("header", "d") if clause.method == "dkim" else (
+                    clause.prop("header", "from") if clause.method == "dmarc" else
+                    (clause.prop("smtp", "mailfrom") or "").rpartition("@")[2] if clause.method == "spf" else None)
+                if clause.result == "pass" and domain and aligned(domain, dmarc.domain, "r"):
+                    return dmarc.with_override(
+                        "trusted_forwarder", f"arc=pass as.d={sealer} {clause.method}=pass {domain}")
+        return dmarc
 
     def _unverified(self, message: Union[bytes, Message], result: str, reason: str) -> VerificationReport:
         """A report for a message whose signatures cannot be checked: each one found gets ``reason``."""

@@ -47,7 +47,8 @@ from typing import Optional, Tuple
 from salmon.server import SMTPError
 
 from salmon_dkim.core import authres
-from salmon_dkim.core.message import Message, MessageFormatError, prepend
+from salmon_dkim.core.dmarc_report import activity_entries
+from salmon_dkim.core.message import Message, MessageFormatError, prepend, remove_fields
 from salmon_dkim.core.policy import decide, exempt, in_networks, may_sign
 from salmon_dkim.core.results import InternalError, Outcome, Session  # noqa: F401 (Session: for handlers)
 from salmon_dkim.core.signer import SignResult
@@ -100,12 +101,16 @@ def _parse(data: bytes) -> Tuple[Optional[Message], Message]:
 
 # -- verification ---------------------------------------------------------------
 
-def _ours_on_top(message, data: bytes, options, header: bytes, score: Optional[float]) -> None:
-    """Incoming fields that claim to be ours (A-R with our id, our score header) replaced by ours."""
-    claims = authres.claims_ours(options.authserv_id, [options.score_header])
+def _ours_on_top(message, data: bytes, settings, header: bytes, score: Optional[float],
+                 quarantine: bool = False) -> None:
+    """Incoming fields that claim to be ours (A-R with our id, our score and quarantine headers) replaced by ours."""
+    options, marker = settings.verification, settings.dmarc.quarantine_header
+    claims = authres.claims_ours(options.authserv_id, [options.score_header, marker])
     top = [header] + ([f"{options.score_header}: {score:g}\r\n".encode("ascii")]
                       if options.score_header and score is not None else [])
-    data = prepend(authres.remove_ours(data, options.authserv_id, [options.score_header]), b"".join(top))
+    if quarantine and marker:
+        top.append(f"{marker}: Yes\r\n".encode("ascii"))
+    data = prepend(remove_fields(data, claims), b"".join(top))
     edit_headers(message, data, claims, top)
 
 
@@ -143,12 +148,12 @@ def apply_verification(message, context) -> None:
             message.dkim, message.dkim_outcome = None, decide(None, session, settings)
             if _says_why_not_verified(readable, session, options):
                 header = authres.write(options.authserv_id, _clauses(session), comment=f"not verified: {skip}")
-                _ours_on_top(message, data, options, header, None)
+                _ours_on_top(message, data, settings, header, None)
             context.activity.record("skip-verify", direction="in", message_id=readable.message_id,
                                     account=session.user, peer=session.peer_ip, reason=skip)
             return
         started = time.perf_counter()
-        report = context.verifier.verify(parsed or data)  # malformed: the verifier says why (permerror)
+        report = context.verifier.verify(parsed or data, session)  # malformed: the verifier says why
         if report.internal_error:
             raise InternalError(report.internal_error)
         outcome = decide(report, session, settings)
@@ -159,10 +164,15 @@ def apply_verification(message, context) -> None:
             results=[{"type": r.type, "d": r.domain, "s": r.selector, "a": r.algorithm, "result": r.result,
                       "reason": r.reason} for r in report.results],
             action=outcome.action, score=outcome.score, reason=outcome.reason,
+            spf=report.spf.as_json() if report.spf else None, dmarc=report.dmarc.as_json() if report.dmarc else None,
             ms=round((time.perf_counter() - started) * 1000, 3))
+        if report.dmarc is not None:
+            for fields in activity_entries(report.dmarc, source_ip=session.peer_ip or "", dkim_results=report.results,
+                                           spf_result=report.spf, envelope_to=receivers.recipient_domain(message)):
+                context.activity.record("dmarc", direction="in", message_id=readable.message_id, **fields)
         if outcome.action in ("accept", "skip"):
             header = authres.header_for(options.authserv_id, report, _clauses(session))
-            _ours_on_top(message, data, options, header, outcome.score)
+            _ours_on_top(message, data, settings, header, outcome.score, outcome.quarantine)
         message.dkim, message.dkim_outcome = report, outcome
     except Exception as exc:  # noqa: BLE001 (any failure of ours must not become Salmon's silent 250)
         _internal_error(message, context, exc)
@@ -193,7 +203,7 @@ def _internal_error(message, context, exc: Exception) -> None:
             raise InternalError(reason)
         # accept: say so in the message, as RFC 8601 dkim=temperror
         header = authres.write(options.authserv_id, [authres.Clause("dkim", "temperror", "internal error")])
-        _ours_on_top(message, data, options, header, 0.0)
+        _ours_on_top(message, data, context.settings, header, 0.0)
     except Exception as failed:  # noqa: BLE001 (tempfail asked for, or accepting failed too)
         raise SMTPError(451, TEMPFAIL_TEXT) from (exc if isinstance(failed, InternalError) else failed)
     message.dkim = None

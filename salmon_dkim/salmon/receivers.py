@@ -143,6 +143,12 @@ def envelope_sender(message, session=None) -> Optional[str]:
     return email.utils.parseaddr(getattr(message, "From", None) or "")[1] or None
 
 
+def recipient_domain(message) -> Optional[str]:
+    """The domain of the envelope recipient (RCPT TO) of a received message, for DMARC reports."""
+    to = getattr(message, "To", None) or ""
+    return email.utils.parseaddr(to)[1].rpartition("@")[2].lower() or None
+
+
 def edit_headers(message, data: bytes, drop: Callable[[bytes, bytes], bool], top: Sequence[bytes] = ()) -> None:
     """Make ``data`` the message, where ``data`` is ``message.Data`` with the fields ``drop(name, value)``
     removed (name lower case, as bytes) and the fields ``top`` (whole, CRLF-terminated) put above.
