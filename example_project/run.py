@@ -62,6 +62,15 @@ def ensure_user(ini: Path) -> None:
         write_credentials(path, {SUBMISSION_LOGIN[0]: hash_password(SUBMISSION_LOGIN[1])})
 
 
+# example.com asks receivers to reject mail that fails DMARC (its subdomain lists.example.com too), and
+# says which hosts send its mail: the list rewrites From on posts by its users so they stay deliverable.
+DMARC_AND_SPF = """\
+_dmarc.example.com. IN TXT "v=DMARC1; p=reject; adkim=r; aspf=r"
+example.com. IN TXT "v=spf1 ip4:127.0.0.0/8 -all"
+lists.example.com. IN TXT "v=spf1 ip4:127.0.0.0/8 -all"
+"""
+
+
 def write_zone(ini: Path) -> Path:
     """dns.zone: the public half of every key in [Domains], as the DNS of this example."""
     from salmon_dkim.config import load_settings  # noqa: PLC0415
@@ -71,6 +80,7 @@ def write_zone(ini: Path) -> Path:
     for entry in settings.signing.domains.values():
         for selector, path in zip(entry.selectors, entry.key_files):
             lines.append(zone_line(selector, entry.domain, load_private_key(path).dns_txt()) + "\n")
+    lines.append(DMARC_AND_SPF)
     settings.dns.zone_file.write_text("".join(lines), encoding="ascii")
     return settings.dns.zone_file
 

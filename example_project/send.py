@@ -61,7 +61,9 @@ def messages(args):
     if args.command in ("subscribe", "unsubscribe"):
         address = args.address or alice
         to = LIST.replace("@", f"-{args.command}@")
-        return args.mx_port, address, to, compose(address, to, args.command, "\n")
+        data = compose(address, to, args.command, "\n")
+        # example.com publishes DMARC p=reject: its users' mail is signed, as their provider would sign it
+        return args.mx_port, address, to, sign_as_sender(data, args.config) if address.endswith("@example.com") else data
     if args.command == "post":
         data = compose(alice, LIST, "Lunch on Friday", "Shall we meet at noon?\n\nAlice\n")
         return args.mx_port, alice, LIST, sign_as_sender(data, args.config)

@@ -243,3 +243,21 @@ def _evaluate_domain(domain: str, dkim, spf_result, resolver: TXTResolver, sampl
 
 def _modes(record: DMARCRecord) -> str:
     return f"adkim={record.adkim} aspf={record.aspf}"
+
+
+def published_policy(domain: str, resolver: TXTResolver) -> Optional[str]:
+    """The policy ``domain``'s DMARC record asks of failing mail ("none", "quarantine", "reject"), the
+    organizational domain's sp= for a subdomain; None when there is no usable record.
+
+    DNSError (temporary) propagates: the caller decides what an unknown policy means.
+    """
+    domain = domain.lower().rstrip(".")
+    org = organizational_domain(domain)
+    text, found = _find_record(domain, org, resolver)
+    if text is None:
+        return None
+    try:
+        record = parse_record(text, found)
+    except DMARCRecordError:
+        return None
+    return record.sp if found == org and domain != org else record.p

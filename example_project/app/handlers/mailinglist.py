@@ -7,8 +7,10 @@
 A post gets "[LIST]" in its subject and List-* fields, which breaks the
 author's DKIM signature.  ``[DomainKeys]`` in config/salmon_dkim.ini says
 what happens then (salmon_dkim.core.listmail.prepare_list_post): the author's
-signatures are stripped, the post is signed as lists.example.com and
-ARC-sealed with what our Authentication-Results said on arrival.
+signatures are stripped, From is rewritten to the list when the author's
+domain publishes DMARC p=reject (example.com does: DMARCMitigation), the post
+is signed as lists.example.com and ARC-sealed with what our
+Authentication-Results said on arrival.
 """
 import logging
 import re
@@ -81,7 +83,8 @@ def POST(message, list=None, host=None):
     chain = arrival_chain(dkim, arrival)
     post = list_fields(arrival, list, host)
     try:
-        sent = prepare_list_post(post, dkim.settings, host, dkim.signer, sealer(dkim, host), arrival_cv=chain)
+        sent = prepare_list_post(post, dkim.settings, host, dkim.signer, sealer(dkim, host), arrival_cv=chain,
+                                 resolver=dkim.resolver, list_address=f"{list}@{host}")
     except Exception as exc:  # signing or sealing failed: 451, the author's server retries (Salmon: 250)
         log.exception("post to %s@%s not sent", list, host)
         raise SMTPError(451, "4.3.0 The list cannot sign this post now; try again later") from exc
