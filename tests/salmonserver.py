@@ -293,6 +293,7 @@ ActivityLog = {activity}
 Listen = {metrics}
 [Submission]
 {submission}
+{extra}
 """
 
 # the installed context's: the receivers' STARTTLS certificate and submission users
@@ -416,11 +417,12 @@ class DKIMApp:
 
 
 def write_ini(path: Path, workdir: Path, *, verification: str = "", dns: Optional[str] = None,
-              submission: str = "", metrics_port: Optional[int] = None) -> Path:
+              submission: str = "", metrics_port: Optional[int] = None, extra: str = "") -> Path:
+    """A test app INI; ``extra``: whole sections appended (for instance [DMARC])."""
     path.write_text(BASE_INI.format(
         keys=workdir / "keys", authserv_id=AUTHSERV_ID, verification=verification, submission=submission,
         dns=f"ZoneFile = {ZONE}" if dns is None else dns, activity=workdir / "activity.jsonl",
-        metrics=f"{HOST}:{metrics_port}" if metrics_port else '""'))
+        metrics=f"{HOST}:{metrics_port}" if metrics_port else '""', extra=extra))
     return path
 
 
@@ -441,7 +443,8 @@ def dkim_app(tmp_path_factory) -> Iterator[DKIMApp]:
 
 
 @contextlib.contextmanager
-def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0, live_dns: bool = True) -> Iterator[DKIMApp]:
+def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0, live_dns: bool = True, live_zone: str = "",
+                   live_ini: str = "") -> Iterator[DKIMApp]:
     """tests/apps/dkimapp running with its contexts (see its README), a sink and a black-hole DNS.
 
     Contexts, chosen by recipient domain: ``inbound.test`` (the installed
@@ -450,8 +453,10 @@ def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0, live_dns: bool = 
     at a server that never answers, ``dns_timeout`` s), ``broken.test`` and
     ``broken-accept.test`` (a resolver that raises: InternalErrorAction
     tempfail / accept), ``live.test`` (live DNS at a dnsmasq serving the test
-    keys, from tests/dnsserver.py; with ``live_dns`` and dnsmasq installed).  ``record.test`` records without DKIM; mail to
-    ``remote.example`` is signed with ``@dkim_sign`` and relayed to the sink.
+    keys, from tests/dnsserver.py; with ``live_dns`` and dnsmasq installed; ``live_zone`` adds
+    records to it, ``live_ini`` sections to its INI; the blackhole context gets ``live_ini`` too).
+    ``record.test`` records without DKIM; mail to ``remote.example`` is signed with ``@dkim_sign``
+    and relayed to the sink.
     """
     workdir = Path(workdir)
     install_keys(workdir / "keys")
@@ -469,7 +474,7 @@ def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0, live_dns: bool = 
         "reject": ini(workdir / "reject.ini", workdir, verification="RejectOnFail = Yes"),
         "close": ini(workdir / "close.ini", workdir,
                      verification="RejectOnFail = Yes\nCloseConnectionOnReject = Yes"),
-        "blackhole": ini(workdir / "blackhole.ini", workdir, dns=(
+        "blackhole": ini(workdir / "blackhole.ini", workdir, extra=live_ini, dns=(
             f"Nameservers = {HOST},\nPort = {blackhole.port}\nTimeout = {dns_timeout}")),
         "broken": ini(workdir / "broken.ini", workdir),
         "broken-accept": ini(workdir / "broken-accept.ini", workdir,
@@ -479,8 +484,8 @@ def start_dkim_app(workdir: Path, *, dns_timeout: float = 1.0, live_dns: bool = 
     if live_dns:
         import dnsserver  # noqa: PLC0415 (dnsmasq only when asked for)
         if dnsserver.DNSMASQ is not None:
-            live = dnsserver.start_dns_server(zone_file=ZONE)
-            configs["live"] = ini(workdir / "live.ini", workdir, dns=(
+            live = dnsserver.start_dns_server(zone_file=ZONE, zone=live_zone)
+            configs["live"] = ini(workdir / "live.ini", workdir, extra=live_ini, dns=(
                 f"Nameservers = {live.host},\nPort = {live.port}\nTimeout = {dns_timeout}"))
     ports = {"smtp_port": free_port(), "submission_port": free_port(), "lmtp_port": free_port()}
     lmtp_socket = workdir / "lmtp.sock"
