@@ -124,6 +124,14 @@ def _path(base: Path, value: str) -> Optional[Path]:
     return p if p.is_absolute() else base / p
 
 
+def _shown(path: Path) -> str:
+    """A path as a command typed here would give it: relative to the current folder when below it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def _domain_keys(domain, selectors, key_files, include_subdomains, keys_dir, base, name, where,
                  check_key_files) -> DomainKeys:
     domain = domain.lower().rstrip(".")
@@ -135,8 +143,10 @@ def _domain_keys(domain, selectors, key_files, include_subdomains, keys_dir, bas
     if check_key_files:
         for sel, f in zip(selectors, files):
             if not f.is_file():
-                raise ConfigError(f"{name}: {where}: key file {f} for selector {sel!r} is missing; "
-                                  f"create it with: salmon-dkim keygen {domain} --selector {sel}")
+                laid_out = f.name == f"{sel}.key" and f.parent.name == domain  # as keygen lays keys out
+                fix = (f"create it with: salmon-dkim keygen {domain} --selector {sel} --keys-dir {_shown(f.parent.parent)}"
+                       if laid_out else "check KeyFiles")
+                raise ConfigError(f"{name}: {where}: key file {f} for selector {sel!r} is missing; {fix}")
     return DomainKeys(domain, tuple(selectors), files, include_subdomains)
 
 

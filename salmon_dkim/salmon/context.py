@@ -22,9 +22,10 @@ cache), ``activity`` (ActivityLog), ``signer`` and ``verifier``.
 from __future__ import annotations
 
 import logging
+import sys
 import os
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import NoReturn, Optional, Union
 
 from salmon_dkim.activity import ActivityLog
 from salmon_dkim.config import ConfigError, Settings, load_settings
@@ -94,12 +95,50 @@ _installed: Optional[DKIM] = None
 
 
 def install(config: Union[PathLike, Settings, DKIM, None] = None, **kwargs) -> DKIM:
-    """Build (from an INI path or Settings) and install the boot-time context; returns it."""
-    if isinstance(config, DKIM):
-        return config.install()
-    if isinstance(config, Settings):
-        return DKIM.from_settings(config, **kwargs).install()
-    return DKIM.from_config(config, **kwargs).install()
+    """Build (from an INI path or Settings) and install the boot-time context; returns it.
+
+    Meant for config/boot.py: a configuration that cannot be used (a bad INI value, an unusable
+    key, a port already taken by a receiver built after it) stops ``salmon start`` with one line
+    on standard error and in the log, naming the file, option and problem, and exit status 2.
+    """
+    _one_line_errors_at_boot()
+    try:
+        if isinstance(config, DKIM):
+            return config.install()
+        if isinstance(config, Settings):
+            return DKIM.from_settings(config, **kwargs).install()
+        return DKIM.from_config(config, **kwargs).install()
+    except ConfigError as exc:
+        stop_boot(exc)
+
+
+def stop_boot(error: ConfigError) -> NoReturn:
+    """End start-up on a configuration error: one line on standard error and in the log, exit status 2."""
+    _say(error)
+    raise SystemExit(2)
+
+
+def _say(error: ConfigError) -> None:
+    log = logging.getLogger("salmon_dkim")
+    if log.hasHandlers():  # the app's log (a daemon's standard error goes nowhere)
+        log.error("cannot start: %s", error)
+    print(f"salmon-dkim: cannot start: {error}", file=sys.stderr, flush=True)
+
+
+def _one_line_errors_at_boot() -> None:
+    """A ConfigError that reaches the top of boot.py (a receiver's port taken) is one line, not a traceback."""
+    previous = sys.excepthook
+    if getattr(previous, "salmon_dkim", False):
+        return
+
+    def hook(kind, value, tb):
+        if isinstance(value, ConfigError):
+            _say(value)
+            return
+        previous(kind, value, tb)
+
+    hook.salmon_dkim = True
+    sys.excepthook = hook
 
 
 def installed() -> Optional[DKIM]:

@@ -445,7 +445,19 @@ def _remove_stale_socket(path: str) -> None:
 
 
 def _listen(host: str, port: int, path: Optional[str]) -> socket_module.socket:
-    """The listening socket, bound now (as Salmon's receivers do), so boot fails when the port is taken."""
+    """The listening socket, bound now (as Salmon's receivers do), so boot fails when the port is taken.
+
+    ConfigError, one line, when it cannot be had.
+    """
+    try:
+        return _bind(host, port, path)
+    except OSError as exc:
+        where = path or f"{host}:{port}"
+        raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}; is another server running there, "
+                          "or is the address wrong?") from None
+
+
+def _bind(host: str, port: int, path: Optional[str]) -> socket_module.socket:
     if path is not None:
         _remove_stale_socket(path)
         sock = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
