@@ -23,8 +23,9 @@ counts bytes, it never quotes a subject or an address.
 
 The work is bounded per signature: a message over :data:`EXPLAIN_MAX_BYTES`
 is not explained; at most :data:`MAX_CHECKS` verifications of b= are tried;
-the body is canonicalized in a fixed number of linear passes, and the running
-hash compared at no more than :data:`MAX_PREFIX_LINES` line boundaries.
+the body is canonicalized in a fixed number of linear passes (other transfer
+encodings only up to :data:`RE_ENCODE_MAX_BYTES`), and the running hash
+compared at no more than :data:`MAX_PREFIX_LINES` line boundaries.
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ MAX_CHECKS = 32
 """Verifications of b= tried per signature, the unchanged header included (an RSA-2048 check is ~50 us)."""
 MAX_PREFIX_LINES = 20000
 """Line boundaries at which the running body hash is compared with bh= (the last ones, where footers go)."""
+RE_ENCODE_MAX_BYTES = 256 << 10
+"""Bodies up to 256 KiB are also tried in other transfer encodings (Python's quoted-printable encoder is slow)."""
 MAX_REWRITTEN_FIELDS = 64
 """Signed fields examined for re-folding and re-encoding (the first ones in h= order)."""
 MAX_COMBINED = 5
@@ -123,26 +126,41 @@ class _BodyFinding:
 
 
 _INTACT = _BodyFinding(True)
+_LIST_ADVICE = ("A mailing list changed the post, which breaks the author's signature (nothing is wrong with the "
+                "signer): the list should sign posts as its own domain and ARC-seal them ([DomainKeys] SignListMail, "
+                "ARCSeal); judge list mail by the list's signature or seal.")
 
 
-def _line_ends(piece: bytes, after_cr: bool) -> Iterator[int]:
-    """Offsets in ``piece`` just after each CRLF (one may straddle from the piece before)."""
-    if after_cr and piece[:1] == b"\n":
+def _line_ends(piece: bytes, after_cr: bool, pos: int = 0) -> Iterator[int]:
+    """Offsets in ``piece`` just after each CRLF from ``pos`` on (one may straddle from the piece before)."""
+    if pos == 0 and after_cr and piece[:1] == b"\n":
         yield 1
-    at = piece.find(b"\r\n")
+    at = piece.find(b"\r\n", pos)
     while at >= 0:
         yield at + 2
         at = piece.find(b"\r\n", at + 2)
 
 
+def _uncompared(piece: bytes, skip: int) -> Tuple[int, int]:
+    """(offset, boundaries) of ``piece``'s head holding its first ``skip`` line boundaries (all it has if
+    fewer), found from the end, so that only the boundaries after it cost a step each."""
+    count = piece.count(b"\r\n")
+    if count <= skip:
+        return len(piece), count
+    at = len(piece)
+    for _ in range(count - skip + 1):  # back over the boundaries compared, to the end of the last one not
+        at = piece.rfind(b"\r\n", 0, at)
+    return at + 2, skip
+
+
 def signed_prefix(message: Message, sig: Signature) -> Tuple[Optional[Tuple[int, int]], int, int]:
     """((bytes, lines) of the longest canonical body prefix that hashes to bh=, or None), total bytes, lines.
 
-    One pass: the canonical body is hashed as it streams by, and at each line boundary a copy of
-    the running hash is compared with bh= (at the last :data:`MAX_PREFIX_LINES` boundaries).
+    One pass: the canonical body is hashed as it streams by, and at each of its last
+    :data:`MAX_PREFIX_LINES` line boundaries a copy of the running hash is compared with bh=.
     """
     data, start = message.data, message.body_offset
-    first_checked = data.count(b"\r\n", start) - MAX_PREFIX_LINES  # a canonical line is a received line
+    first_compared = data.count(b"\r\n", start) - MAX_PREFIX_LINES  # a canonical line is a received line
     hasher = hashlib.new(sig.hash_name)
     found = (0, 0) if hmac.compare_digest(hasher.digest(), sig.body_hash) else None
     total = lines = 0
@@ -150,11 +168,15 @@ def signed_prefix(message: Message, sig: Signature) -> Tuple[Optional[Tuple[int,
     for view in canonical_body(data, sig.body_canon, start):
         piece = bytes(view)
         pos = 0
-        for end in _line_ends(piece, after_cr):
+        if lines < first_compared and not (after_cr and piece[:1] == b"\n"):
+            pos, skipped = _uncompared(piece, first_compared - lines)
+            hasher.update(piece[:pos])
+            lines += skipped
+        for end in _line_ends(piece, after_cr, pos):
             hasher.update(piece[pos:end])
             pos = end
             lines += 1
-            if lines > first_checked and hmac.compare_digest(hasher.copy().digest(), sig.body_hash):
+            if lines > first_compared and hmac.compare_digest(hasher.copy().digest(), sig.body_hash):
                 found = (total + end, lines)
         hasher.update(piece[pos:])
         total += len(piece)
@@ -210,9 +232,8 @@ def _appended(added: int, added_lines: int, prefix: Tuple[int, int], listy: bool
         f"The first {prefix[0]} bytes ({_count(prefix[1], 'line')}) of the canonical body still hash to bh=: "
         f"the signed body is intact, and {added} bytes in {_count(added_lines, 'line')} were added after it, "
         f"as {what} is.",
-        "Nothing is wrong with the signer. A mailing list should not add a footer to signed mail, or should "
-        "sign the post as its own domain and ARC-seal it ([DomainKeys] SignListMail, ARCSeal); judge such mail "
-        "by the list's signature or seal.")
+        _LIST_ADVICE if listy else "Nothing is wrong with the signer. A gateway that adds a footer or disclaimer "
+        "should add it before signing, or sign or ARC-seal after it; judge such mail by that signature or seal.")
 
 
 def _body(message: Message, sig: Signature) -> _BodyFinding:
@@ -250,7 +271,7 @@ def _body(message: Message, sig: Signature) -> _BodyFinding:
             "The body hashes to bh= with bare LF line ends: the signer hashed the message before its line ends "
             "became CRLF, as they are in every message sent (RFC 5322), so this signature verifies nowhere.",
             "The sender's signing software must hash the message with CRLF line endings: tell their postmaster.")
-    encoding = _text_encoding(message)
+    encoding = _text_encoding(message) if len(body) <= RE_ENCODE_MAX_BYTES else None
     content = _decoded_body(body, encoding) if encoding else None
     if content is not None:
         now = encoding.decode("ascii", "replace")
@@ -452,9 +473,6 @@ def _first_address(value: bytes) -> Optional[str]:
     return boxes[0].address if boxes else None
 
 
-_LIST_ADVICE = ("A mailing list changed the post, which breaks the author's signature: the list should sign posts "
-                "as its own domain and ARC-seal them ([DomainKeys] SignListMail, ARCSeal); judge list mail by "
-                "the list's signature or seal.")
 _GATEWAY_ADVICE = ("A gateway or mail library re-wrote header fields (re-folded or re-encoded them) on the way: "
                    "it should pass fields through as they are, or verify before and sign after it. Relaxed header "
                    "canonicalization (c=relaxed/...) survives re-folding, not re-encoding.")
@@ -580,7 +598,7 @@ def _candidates(check: _HeaderCheck, body: _BodyFinding) -> Iterator[_Candidate]
     encoding = [_Candidate({cte: f" {body.encoding}\r\n".encode("ascii")},
                            ["Content-Transfer-Encoding was changed"])] \
         if body.encoding and cte is not None else []
-    for size in range(len(rewritten), 0 if encoding else 1, -1):
+    for size in range(len(rewritten), -1 if encoding else 1, -1):  # the encoding alone too
         for subset in itertools.combinations(rewritten, size):
             yield _merged(list(subset) + encoding, _GATEWAY_ADVICE)
     if together and rewritten:
@@ -702,8 +720,8 @@ def _key_problem(sig: Signature, problem: SignatureProblem, seen: List[KeyRecord
     elif isinstance(cause, NoRecord):
         short = f"no key at {name}: removed or never published, or wrong selector"
         how = "no such name" if isinstance(cause, NoSuchDomain) else "no TXT record"
-        detail = (f"DNS says there is no key at {name} ({how}): the key was removed or never published, or the signer uses a selector (s={sig.selector}) "
-                  f"that was never published.")
+        detail = (f"DNS says there is no key at {name} ({how}): the key was removed or never published, or "
+                  f"the signer uses a selector (s={sig.selector}) that was never published.")
         advice = (f"The domain owner of {sig.domain} should publish the key at {name} (salmon-dkim dns-record "
                   f"prints it; check-dns checks it), or fix the signer's selector. A key removed on rotation "
                   f"should stay published until mail signed with it has been delivered.")
