@@ -680,9 +680,10 @@ def _explain_failure(message: Message, sig: Signature, record: KeyRecord, reason
 def _signature_field(message: Message, result: SignatureResult, position: Optional[int]):
     if position is not None:
         return message.fields[position]
-    for name, value in message.fields:
-        if field_name(name) == b"dkim-signature" and result.b and result.b in value.translate(None, _FWS) \
-                .decode("ascii", "replace"):
+    wanted = b"b=" + result.b.encode("ascii", "replace")
+    for name, value in message.fields:  # the field whose b= starts as the result's header.b does
+        if field_name(name) == b"dkim-signature" and result.b and \
+                any(tag.startswith(wanted) for tag in value.translate(None, _FWS).split(b";")):
             return name, value
     return None
 
