@@ -30,6 +30,7 @@ from salmon_dkim.core.canon import body_hashes
 from salmon_dkim.core.dkim import (CheckOptions, Signature, check_body, check_crypto, objections,
                                    parse_signature)
 from salmon_dkim.core.domainkeys import verify_domainkeys
+from salmon_dkim.core.explain import explain_failure
 from salmon_dkim.core.keyfetch import SignatureProblem, fetch_key
 from salmon_dkim.core.keys import KeyRecord, KeyRecordError, key_name, parse_key_record
 from salmon_dkim.core.message import Message, MessageFormatError, field_name
@@ -284,8 +285,12 @@ class Verifier:
         record = self._key(sig, resolver)
         shown.testing, shown.key_bits = record.testing, record.bits()
         digest, length = bodies.get(sig)
-        check_body(sig, digest, length)
-        check_crypto(sig, message, record)
+        try:
+            check_body(sig, digest, length)
+            check_crypto(sig, message, record)
+        except SignatureProblem as problem:  # the reason says what most likely changed (bounded, under 1 MiB)
+            problem.reason = explain_failure(message, sig, record, problem.reason).short
+            raise
         found = objections(sig, record, message, self.check_options, body_length=length, now=now)
         if found:
             return "policy", "; ".join(found)
