@@ -414,11 +414,14 @@ FOOTER = b"-- \r\nnews@lists.example.com: write to news-unsubscribe@lists.exampl
 
 @pytest.fixture(scope="module")
 def list_example(tmp_path_factory):
-    """The example project with StripSigsFromListMail = No, its list "news" adding FOOTER to each post."""
+    """The example project with StripSigsFromListMail = No and DMARCMitigation = none, its list "news" adding
+    FOOTER to each post."""
     folder = tmp_path_factory.mktemp("explain") / "example_project"
     shutil.copytree(PROJECT, folder, ignore=shutil.ignore_patterns(*STATE))
     ini = folder / "config" / "salmon_dkim.ini"
-    ini.write_text(ini.read_text().replace("StripSigsFromListMail = Yes", "StripSigsFromListMail = No"))
+    # the list keeps the author's signature and From (example.com's DMARC p=reject would have it rewritten)
+    ini.write_text(ini.read_text().replace("StripSigsFromListMail = Yes",
+                                           "StripSigsFromListMail = No\nDMARCMitigation = none"))
     handler = folder / "app" / "handlers" / "mailinglist.py"
     code = handler.read_text()
     sent = "    return fields + head + rest\n"

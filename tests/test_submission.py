@@ -385,6 +385,8 @@ def test_a_malformed_credentials_file_stops_the_submission_receiver_at_boot(tmp_
 def test_a_port_in_use_fails_when_the_receiver_is_built(tmp_path):
     from salmon_dkim.salmon.receivers import SMTPReceiver
 
+    from salmon_dkim.config import ConfigError
+
     with socket.create_server((HOST, 0)) as taken:
-        with pytest.raises(OSError):
+        with pytest.raises(ConfigError, match="cannot listen on .*; is another server running there"):
             SMTPReceiver(HOST, taken.getsockname()[1])
