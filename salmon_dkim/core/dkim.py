@@ -23,7 +23,7 @@ import hmac
 import re
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from salmon_dkim.core import crypto
 from salmon_dkim.core.canon import body_hash, canon_header
@@ -72,14 +72,18 @@ def _h_list(present: Tuple[bytes, ...], names: Tuple[str, ...], oversign: Tuple[
     return tuple(chosen)
 
 
-def select_headers(headers: Sequence[Header], names: Iterable[bytes]) -> List[Header]:
+def select_headers(headers: Union[Sequence[Header], Message], names: Iterable[bytes]) -> List[Header]:
     """The header instances an h= list names, each name from the bottom up (RFC 6376 section 5.4.2).
 
     A name with no instance left selects nothing (the oversigning case).
     """
     by_name: Dict[bytes, List[Header]] = {}
-    for name, value in headers:
-        by_name.setdefault(field_name(name), []).append((name, value))
+    if isinstance(headers, Message):
+        for lname, field in zip(headers.names, headers.fields):
+            by_name.setdefault(lname, []).append(field)
+    else:
+        for name, value in headers:
+            by_name.setdefault(field_name(name), []).append((name, value))
     chosen = []
     for name in names:
         instances = by_name.get(name.strip(_FWS).lower())
@@ -88,7 +92,7 @@ def select_headers(headers: Sequence[Header], names: Iterable[bytes]) -> List[He
     return chosen
 
 
-def header_data(headers: Sequence[Header], names: Iterable[bytes], method: str) -> bytes:
+def header_data(headers: Union[Sequence[Header], Message], names: Iterable[bytes], method: str) -> bytes:
     """The signed header fields, canonicalized, in h= order."""
     return b"".join([canon_header(n, v, method) for n, v in select_headers(headers, names)])
 
@@ -262,7 +266,7 @@ def check_body(sig: Signature, digest: bytes, length: int) -> None:
 def check_crypto(sig: Signature, message: Message, record: KeyRecord) -> None:
     """SignatureProblem ``fail`` unless b= verifies over the signed header fields."""
     method = sig.header_canon
-    data = header_data(message.fields, sig.signed_headers, method) + own_field(sig.name, sig.value, method)
+    data = header_data(message, sig.signed_headers, method) + own_field(sig.name, sig.value, method)
     try:
         crypto.verify(record.public_key(), sig.algorithm, sig.signature, data)
     except crypto.BadSignature as exc:
@@ -302,12 +306,17 @@ def unsigned_instances(sig: Signature, message: Message) -> List[str]:
     An extra From, Subject or Date above a signed message is what a mail program (and a
     Salmon handler) reads; the signature says nothing about it.
     """
+    repeated = [name for name in message.repeated() if name in SINGLETONS]
+    if not repeated:
+        return []
     signed: Dict[bytes, int] = {}
     for name in sig.signed_headers:
         key = name.lower()
         signed[key] = signed.get(key, 0) + 1
     found = []
     for name in SINGLETONS:
+        if name not in repeated:
+            continue
         present = message.count(name)
         if name == b"from" and present > 1:  # the author is ambiguous however much is signed
             found.append(f"the message has {present} From fields (RFC 5322 allows one)")

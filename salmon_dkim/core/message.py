@@ -81,14 +81,25 @@ class Message:
         """The header block with its blank line, as received."""
         return self.data[:self.body_offset]
 
+    @cached_property
+    def names(self) -> List[bytes]:
+        """Each field's name as compared (:func:`field_name`), in field order."""
+        return [field_name(n) for n, _ in self.fields]
+
     def positions(self, name: bytes) -> List[int]:
         """Indexes in ``fields`` of the fields called ``name`` (lower case), top first."""
         if self._index is None:
             index: Dict[bytes, List[int]] = {}
-            for i, (n, _) in enumerate(self.fields):
-                index.setdefault(field_name(n), []).append(i)
+            for i, n in enumerate(self.names):
+                index.setdefault(n, []).append(i)
             self._index = index
         return self._index.get(name, [])
+
+    def repeated(self) -> List[bytes]:
+        """The names of fields that appear more than once (usually none)."""
+        if self._index is None:
+            self.positions(b"")
+        return [n for n, where in self._index.items() if len(where) > 1]
 
     def values(self, name: bytes) -> List[bytes]:
         """The values of the fields called ``name`` (lower case), top first."""
@@ -364,12 +375,22 @@ def domain_name(text: str) -> str:
     return name
 
 
+_COMMON_FORM = re.compile(  # "addr" or "Name <addr>" with nothing unusual: most From fields, read fast
+    rb'[ \t]*+(?:(?:"[^"\\\r\n]*+"|[A-Za-z0-9 .\'-]*+)<([A-Za-z0-9.+_-]++)@([A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)*+)>'
+    rb'|([A-Za-z0-9.+_-]++)@([A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)*+))[ \t]*+(?:\r\n)?')
+
+
 def parse_mailboxes(value: bytes) -> List[Mailbox]:
     """The addresses in a From, Sender or similar field value (RFC 5322 address-list, UTF-8 allowed).
 
     Groups give their members; comments and display names are dropped.  AddressError
     (saying why) for a value that is not an address list.  Time is linear in the value.
     """
+    common = _COMMON_FORM.fullmatch(value) if len(value) < 1024 else None
+    if common:
+        local, domain = common.group(1, 2) if common.group(1) else common.group(3, 4)
+        if not local.startswith(b".") and not local.endswith(b".") and b".." not in local:
+            return [Mailbox(local.decode("ascii"), domain_name(domain.decode("ascii")))]
     if len(value) > _MAX_FIELD:
         raise AddressError(f"the field is {len(value)} bytes long; more than {_MAX_FIELD} is not parsed")
     return _Reader(_tokens(value.decode("utf-8", "replace"))).address_list()

@@ -159,12 +159,12 @@ class Verifier:
                 message = Message.parse(message)
             except MessageFormatError as exc:
                 return self._unverified(message, "permerror", f"message format: {exc}")
-        positions = [i for i, (n, _) in enumerate(message.fields) if signature_kind(n)]
+        positions = sorted(message.positions(b"dkim-signature") + message.positions(b"domainkey-signature"))
         cap = self.options.max_signatures
         resolver = BudgetedResolver(self.resolver, self.settings.dns.max_lookups_per_message)
         parsed = {i: self._parse(message, i) for i in positions[:cap]}
         bodies = _BodyDigests(message)
-        for sig in parsed.values():
+        for _, sig in parsed.values():
             if isinstance(sig, Signature):
                 bodies.want(sig)
         results = tuple(self._check(message, i, parsed[i], resolver, bodies) for i in positions[:cap])
@@ -240,22 +240,23 @@ class Verifier:
                                   authors, unverified_reason=reason)
 
     def _parse(self, message: Message, position: int):
-        """A DKIM signature parsed (Signature), the problem that stops it (SignatureProblem), or None (DK)."""
+        """(tags or None when they do not parse, and for DKIM the Signature or the SignatureProblem)."""
         name, value = message.fields[position]
-        if signature_kind(name) != "dkim":
-            return None
         try:
-            return parse_signature(name, value)
+            tags = parse_tags(value)
+        except ValueError as exc:
+            return None, SignatureProblem("neutral", f"malformed tag list: {exc}")
+        if signature_kind(name) != "dkim":
+            return tags, None
+        try:
+            return tags, parse_signature(name, value, tags)
         except SignatureProblem as problem:
-            return problem
+            return tags, problem
 
     def _check(self, message: Message, position: int, parsed, resolver, bodies: _BodyDigests) -> SignatureResult:
         name, value = message.fields[position]
         kind = signature_kind(name)
-        try:
-            tags = parse_tags(value)
-        except ValueError:
-            tags = None
+        tags, parsed = parsed
         shown = _Display.of(value, tags)
         try:
             if kind == "domainkeys":

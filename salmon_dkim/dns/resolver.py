@@ -21,6 +21,7 @@ dnspython (see ``LiveResolver``).
 from __future__ import annotations
 
 import os
+import re
 from typing import Dict, List, Optional, Protocol, Set, Tuple, Union
 
 import dns.exception
@@ -79,8 +80,13 @@ def joined_txt(records: List[dns.rdata.Rdata]) -> List[bytes]:
     return [b"".join(r.strings) for r in records]
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63})*\.?")
+
+
 def _key(name: str) -> str:
     """The name as dnspython writes it (special characters escaped), lower case, absolute."""
+    if len(name) < 254 and _PLAIN_NAME.fullmatch(name):  # nothing to escape: a tenth of dnspython's cost
+        return name.rstrip(".").lower() + "."
     return dns.name.from_text(name.rstrip(".") + ".").to_text().lower()
 
 
