@@ -355,3 +355,19 @@ def test_the_relay_does_not_sign_a_strangers_message_handed_on_by_a_handler(tmp_
         composed = mail.MailResponse(To="carol@remote.example", From="robot@example.com", Subject="x", Body="y")
         dkim.relay("127.0.0.1", sink.port).deliver(composed)  # what the app writes itself is signed
         assert dkim_domains(dkim, sink.received("carol")) == [("example.com", "pass")]
+
+
+def test_a_post_delivered_to_each_member_is_prepared_once(tmp_path):
+    dkim = list_relay_context(tmp_path, "ARCSeal = Yes")
+    calls = []
+    sign = dkim.signer.sign
+    dkim.signer.sign = lambda *args, **kwargs: calls.append(1) or sign(*args, **kwargs)
+    post = signed_post(dkim)
+    calls.clear()
+    with SMTPSink(tmp_path / "sink") as sink:
+        relay = dkim.relay("127.0.0.1", sink.port, list_domain="example.org")
+        for member in ("m1", "m2", "m3"):
+            relay.deliver(post, To=f"{member}@remote.example", From="lunch-bounces@example.org")
+        copies = [sink.received(m) for m in ("m1", "m2", "m3")]
+    assert len(calls) == 1 and copies[0] == copies[1] == copies[2]
+    assert dkim_domains(dkim, copies[0]) == [("example.org", "pass")]

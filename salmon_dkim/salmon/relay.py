@@ -41,6 +41,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import smtplib
+import threading
 from typing import Optional
 
 from salmon import mail
@@ -108,6 +109,8 @@ class SigningRelay(Relay):
         self._signer = signer
         self.list_domain = list_domain
         self.resolver = resolver
+        self._last_post: Optional[tuple] = None  # (post, list domain, bytes sent): one post, many members
+        self._post_lock = threading.Lock()
 
     @property
     def signer(self):
@@ -148,12 +151,22 @@ class SigningRelay(Relay):
         return session_of(message, self.signer.settings)
 
     def list_bytes(self, data: bytes, list_domain: str) -> bytes:
-        """The bytes of a list post as [DomainKeys] says: stripped, signed as the list, sealed."""
+        """The bytes of a list post as [DomainKeys] says: stripped, signed as the list, sealed.
+
+        A list route delivers one post to each member in turn: the post is prepared once and the
+        same signed, sealed bytes go to every member.
+        """
+        with self._post_lock:
+            last = self._last_post
+            if last is not None and last[1] == list_domain and last[0] == data:
+                return last[2]
         signer = self.signer
         settings = signer.settings
         sealer = sealer_from_settings(settings, list_domain, signer.keys) if settings.lists.arc_seal else None
-        return prepare_list_post(data, settings, list_domain, signer, sealer,
-                                 resolver=self.resolver)
+        prepared = prepare_list_post(data, settings, list_domain, signer, sealer, resolver=self.resolver)
+        with self._post_lock:
+            self._last_post = (data, list_domain, prepared)
+        return prepared
 
     def _list_domain(self, message, data: bytes, sender, asked: Optional[str]) -> Optional[str]:
         if asked or self.list_domain:
