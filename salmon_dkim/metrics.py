@@ -33,9 +33,12 @@ RESULTS = ("none", "pass", "fail", "policy", "neutral", "temperror", "permerror"
 # a message's result is its best signature's: one pass is enough for DMARC and for our policy
 RESULT_RANK = ("pass", "policy", "fail", "neutral", "temperror", "permerror")
 ACTIONS = ("accept", "reject", "tempfail", "skip")
-DNS_COUNTERS = (("lookups", "DNS lookups made"), ("hits", "DNS answers served from the cache"),
-                ("misses", "DNS lookups the cache could not answer"),
-                ("timeouts", "DNS lookups that timed out"), ("failures", "DNS lookups that failed (SERVFAIL, ...)"))
+DNS_COUNTERS = (("lookups", ("lookups",), "DNS lookups made"),
+                ("hits", ("cache_hits",), "DNS answers served from the cache"),
+                ("misses", ("cache_misses",), "DNS lookups the cache could not answer"),
+                ("timeouts", ("timeouts",), "DNS lookups that timed out"),
+                ("failures", ("servfails", "failures"), "DNS lookups that failed (SERVFAIL, REFUSED, network)"))
+"""Exported name, the resolver's DNSStats counters it sums (salmon_dkim.dns.live), help text."""
 SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SCORE_BUCKETS = (-5.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -188,9 +191,9 @@ class _ReadAtScrape(Collector):
                 stats[id(found)] = found  # contexts may share a cache: count it once
         if not stats:
             return  # no resolver reports yet: no series rather than made-up zeros
-        for name, text in DNS_COUNTERS:
+        for name, counters, text in DNS_COUNTERS:
             family = CounterMetricFamily(f"salmon_dkim_dns_{name}", text)
-            family.add_metric([], sum(int(getattr(s, name, 0) or 0) for s in stats.values()))
+            family.add_metric([], sum(int(getattr(s, c, 0) or 0) for s in stats.values() for c in counters))
             yield family
 
     def _keys(self, sources) -> Iterator:

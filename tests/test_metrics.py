@@ -108,15 +108,18 @@ def test_entries_recorded_in_the_activity_log_are_counted_once(tmp_path):
 def test_dns_counters_are_read_from_the_resolvers_stats_at_scrape_time():
     metrics = Metrics()
     assert not any(name.startswith("salmon_dkim_dns") for name, _ in samples(metrics.scrape()))
-    stats = SimpleNamespace(lookups=3, hits=10, misses=3, timeouts=1, failures=0)
+    from salmon_dkim.dns.live import DNSStats
+    stats = DNSStats(lookups=3, cache_hits=10, cache_misses=3, timeouts=1, servfails=2, failures=1)
     metrics.add_dns_stats(lambda: stats)
     metrics.add_dns_stats(lambda: stats)  # two contexts sharing one resolver count it once
     metrics.add_dns_stats(lambda: None)  # a resolver without stats
-    stats.hits += 5
+    stats.add("cache_hits")
     scraped = samples(metrics.scrape())
     assert value(scraped, "salmon_dkim_dns_lookups_total") == 3
-    assert value(scraped, "salmon_dkim_dns_hits_total") == 15
+    assert value(scraped, "salmon_dkim_dns_hits_total") == 11
+    assert value(scraped, "salmon_dkim_dns_misses_total") == 3
     assert value(scraped, "salmon_dkim_dns_timeouts_total") == 1
+    assert value(scraped, "salmon_dkim_dns_failures_total") == 3
 
 
 def test_key_states_come_from_the_callable_given():
@@ -156,11 +159,12 @@ def scrape(port: int) -> dict:
 
 
 def test_a_running_app_counts_the_mail_it_signs_and_verifies(tmp_path):
-    with start_dkim_app(tmp_path, live_dns=False) as app:
+    with start_dkim_app(tmp_path) as app:
         signer = Signer(load_settings(app.configs["main"]), activity=ActivityLog(None))
         good = signer.sign(message("plain.eml")).message
         before = scrape(app.metrics_port)
         with app.smtp() as client:
+            client.sendmail("alice@example.com", ["m0@live.test"], good)  # live DNS: dnsmasq, counted
             client.sendmail("alice@example.com", ["m1@inbound.test"], good)
             client.sendmail("alice@example.com", ["m2@inbound.test"], message("plain.eml"))
             with pytest.raises(smtplib.SMTPDataError):
@@ -173,11 +177,12 @@ def test_a_running_app_counts_the_mail_it_signs_and_verifies(tmp_path):
     def added(name, **labels):
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert added("salmon_dkim_verified_messages_total", result="pass") == 1
+    assert added("salmon_dkim_verified_messages_total", result="pass") == 2
+    assert added("salmon_dkim_dns_lookups_total") >= 1 and added("salmon_dkim_dns_misses_total") >= 1
     assert added("salmon_dkim_verified_messages_total", result="none") == 1
     assert added("salmon_dkim_verified_messages_total", result="fail") == 1
     assert added("salmon_dkim_verified_signatures_total", domain="example.com", result="fail") == 1
     assert added("salmon_dkim_policy_actions_total", action="reject") == 1
-    assert added("salmon_dkim_policy_actions_total", action="accept") == 2
+    assert added("salmon_dkim_policy_actions_total", action="accept") == 3
     assert added("salmon_dkim_signed_messages_total", domain="example.com") == 1
     assert value(after, "salmon_dkim_activity_dropped_lines_total") == 0
