@@ -59,10 +59,10 @@ def seconds_per_call(fns: dict, budget: float, rounds: int = 5) -> dict:
 
 
 def signer(keys_dir: Path, *selectors: str) -> Signer:
+    """The default configuration (oversigning included) with the activity log on, as a server runs it."""
     entry = DomainKeys("example.com", selectors, tuple(keys_dir / f"{s}.key" for s in selectors))
-    signing = SigningSettings(keys_dir=keys_dir, domains=MappingProxyType({"example.com": entry}),
-                              headers=DEFAULT_HEADERS)
-    return Signer(Settings(signing=signing), activity=ActivityLog(None))
+    signing = SigningSettings(keys_dir=keys_dir, domains=MappingProxyType({"example.com": entry}))
+    return Signer(Settings(signing=signing), activity=ActivityLog(keys_dir / "activity.jsonl"))
 
 
 def main() -> None:
@@ -106,8 +106,8 @@ def run(keys_dir: Path, budget: float) -> None:
         figures[label] = ours["RSA-2048"], raw
         print()
     small, raw = figures["3 KB"]
-    print(f"target: 3 KB RSA-2048 within 1.3x of the raw OpenSSL sign: {small / raw:.2f}x "
-          f"{'met' if small / raw <= 1.3 else 'MISSED'}")
+    print(f"target: 3 KB RSA-2048 within 1.15x of the raw OpenSSL sign (default configuration, activity log on): "
+          f"{small / raw:.2f}x {'met' if small / raw <= 1.15 else 'MISSED'}")
     for label in ("1 MB", "1 MB, two spaces"):
         big = figures[label][0] * 1e3
         print(f"target: {label} relaxed/relaxed under 25 ms: {big:.1f} ms {'met' if big < 25 else 'MISSED'}")
