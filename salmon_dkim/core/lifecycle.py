@@ -574,7 +574,7 @@ class KeyLifecycle:
             except KeyFileError as exc:
                 problem = str(exc)
         check = self._checks.get(key.id)
-        if check is not None and (check.status != "temperror" or entry.get("record") is None):
+        if check is not None:  # this process's own last look (a DNS failure shows as such)
             record, detail = check.status, check.message
         elif entry.get("record") in DEFINITE_RECORDS:  # another process's check
             record, detail = entry["record"], f"record {entry['record']} at the last check ({entry.get('record_since')})"
