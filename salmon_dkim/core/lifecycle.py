@@ -379,6 +379,7 @@ class KeyLifecycle:
         self._stamp: Optional[tuple] = None
         self._checks: Dict[str, RecordCheck] = {}  # this process's last check of each key
         self._checked_at: Dict[str, float] = {}
+        self._recorded: Dict[str, str] = {}  # record_since this process wrote, to know its own entries again
         self._view = _View({}, {})
         self._built = False
         self._pass_lock = threading.RLock()  # one pass or reload at a time; a pass reloads first
@@ -573,9 +574,11 @@ class KeyLifecycle:
                 algorithm, bits = private.algorithm, private.bits
             except KeyFileError as exc:
                 problem = str(exc)
-        check = self._checks.get(key.id)
-        if check is not None:  # this process's own last look (a DNS failure shows as such)
-            record, detail = check.status, check.message
+        check, file_since = self._checks.get(key.id), _epoch(entry.get("record_since"))
+        if check is not None and (file_since is None or entry.get("record") not in DEFINITE_RECORDS
+                                  or self._recorded.get(key.id) == entry.get("record_since")
+                                  or self._checked_at[key.id] >= file_since):
+            record, detail = check.status, check.message  # this process's look is the latest (a DNS failure too)
         elif entry.get("record") in DEFINITE_RECORDS:  # another process's check
             record, detail = entry["record"], f"record {entry['record']} at the last check ({entry.get('record_since')})"
         else:
@@ -648,11 +651,13 @@ class KeyLifecycle:
     # -- checking DNS ----------------------------------------------------------------------------
 
     def refresh(self, *, domain: Optional[str] = None, selector: Optional[str] = None, everything: bool = False,
-                pending_only: bool = False, write: bool = True, strict: bool = False) -> List[KeyStatus]:
+                pending: bool = True, active: bool = True, write: bool = True,
+                strict: bool = False) -> List[KeyStatus]:
         """Check records and record what was found; the statuses of the keys looked at.
 
-        Pending keys are checked every time, active and retiring ones when
-        ActiveKeyCheckSeconds have passed (``everything``: all keys, now).
+        Pending keys are checked (with ``pending``), active and retiring ones
+        (with ``active``) once ActiveKeyCheckSeconds have passed since their last
+        check; ``everything``: every key, now, the unused ones too.
         A pending key whose record matches becomes active; one pending past
         PendingKeyDays is moved to KEYSDIR/retired/.  ``write`` False only looks;
         ``strict``: a state that cannot be recorded is a LifecycleError (else it holds in memory).
@@ -667,11 +672,9 @@ class KeyLifecycle:
                       and (selector is None or k.selector == selector)]
             resolver, checked = None, []
             for key in wanted:
-                entry = entries.get(key.id, {})
-                pending = entry.get("verified") is None and not key.moved
-                due = everything or pending or (
-                    not pending_only and self.clock() - self._checked_at.get(key.id, -math.inf)
-                    >= self.signing.active_check_seconds)
+                waiting = entries.get(key.id, {}).get("verified") is None and not key.moved
+                due = everything or (pending if waiting else active and self.clock() - self._checked_at.get(
+                    key.id, -math.inf) >= self.signing.active_check_seconds)
                 if not due or not key.path.exists() or (key.moved and not everything):
                     continue
                 if resolver is None:
@@ -749,6 +752,7 @@ class KeyLifecycle:
             self._entries = self.state.update(change)
             self._stamp = self.state.stamp()
             self._unwritten.clear()
+            self._recorded.update({k: c["record_since"] for k, c in changes.items() if "record_since" in c})
         except (OSError, StateFileError) as exc:
             if strict and changes:
                 raise LifecycleError(f"cannot record key states in {self.state.path} ({exc})") from None
@@ -848,20 +852,26 @@ class KeyLifecycle:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        next_pass, first = 0.0, True
+        s, first = self.signing, True
+        # pending keys at once; active ones (their records known from the state file) after a while
+        next_pending, next_active = 0.0, time.monotonic() + s.active_check_seconds
         while not self._stop.is_set():
+            now = time.monotonic()
+            pending, active = now >= next_pending, now >= next_active
             try:
-                if time.monotonic() >= next_pass:
-                    self.refresh(pending_only=first)
-                    next_pass = time.monotonic() + self.signing.pending_check_seconds
+                if pending or active:
+                    self.refresh(pending=pending, active=active)
                     if first:
                         self._summarise()
                 else:
                     self.reload()  # another server, or salmon-dkim activate, may have recorded a change
             except Exception:  # noqa: BLE001 (the thread must outlive a bad pass)
                 log.exception("key lifecycle: a check of the keys failed; trying again later")
-                next_pass = time.monotonic() + self.signing.pending_check_seconds
             finally:
+                if pending:
+                    next_pending = time.monotonic() + s.pending_check_seconds
+                if active:
+                    next_active = time.monotonic() + s.active_check_seconds
                 if first:
                     first = False
                     self._first_pass.set()
