@@ -493,10 +493,11 @@ class KeyLifecycle:
 
     def statuses(self, *, include_unused: bool = False, describe: bool = False) -> List[KeyStatus]:
         """Every key's status as last known (no DNS); ``describe`` reads key files for algorithm and size."""
-        self.reload()
-        if not describe and not include_unused:
-            return list(self._view.statuses.values())
-        return list(self._build(self._merged(), int(self.clock()), include_unused, describe)[0].values())
+        with self._pass_lock:
+            self._reload()
+            if not describe and not include_unused:
+                return list(self._view.statuses.values())
+            return list(self._build(self._merged(), int(self.clock()), include_unused, describe)[0].values())
 
     def key_states(self) -> List[Tuple[str, str, str]]:
         """(domain, selector, state) of each key, "active, RECORD MISSING" when so: for metrics and the monitor."""
