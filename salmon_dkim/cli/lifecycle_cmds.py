@@ -147,3 +147,6 @@ def rotate_command(domain: str, config_file: Optional[str], algorithm: Optional[
         click.echo("")
     for line in lines:
         click.echo(line)
+    if lines and not s.require_published_keys:
+        click.echo("RequirePublishedKeys = No: servers sign with the Selectors listed only; list the new selector "
+                   "in [Domains] Selectors once its record is published, and restart", err=True)
