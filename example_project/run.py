@@ -1,10 +1,16 @@
 """Run the example project in the foreground: ``make example``, or ``python run.py`` in this folder.
 
 On first start it makes a DKIM key for each domain in config/salmon_dkim.ini
-(keys/DOMAIN/SELECTOR.key, as ``salmon-dkim keygen`` does) and writes the zone
-file the project's DNS is answered from (dns.zone).  Then it starts the
-smarthost sink and Salmon (config/boot.py), says where to send mail and where
-to look, and runs until Ctrl-C or SIGTERM.
+(keys/DOMAIN/SELECTOR.key, with ``generate_key`` as ``salmon-dkim keygen`` does) and
+writes the zone file the project's DNS is answered from (dns.zone).  Then it
+starts the smarthost sink and Salmon (config/boot.py), says where to send mail
+and where to look, and runs until Ctrl-C or SIGTERM.
+
+The key of news.example.com shows the key lifecycle: its record goes into
+dns.zone only ``--publish-after`` seconds after start, as a DNS administrator
+would publish it.  Until then the key is pending and news.example.com's mail is
+signed with the shared key (example.com); the server then finds the record on
+its own and the key signs, with no restart (``salmon-dkim keys`` shows it).
 
 Options (or EXAMPLE_* environment variables) move the ports and the INI file;
 the tests run the project on free ports this way.
@@ -15,12 +21,14 @@ import argparse
 import os
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 from configobj import ConfigObj
 
 HERE = Path(__file__).resolve().parent
+LATE = "news.example.com"  # the domain whose record run.py publishes late, to show a pending key activate
 
 
 def options(argv=None) -> argparse.Namespace:
@@ -35,20 +43,21 @@ def options(argv=None) -> argparse.Namespace:
                         help="port of the smarthost sink")
     parser.add_argument("--config", default=env("EXAMPLE_DKIM_CONFIG", "config/salmon_dkim.ini"),
                         help="salmon-dkim INI file (relative to this folder)")
+    parser.add_argument("--publish-after", type=float, default=float(env("EXAMPLE_PUBLISH_AFTER", 20)),
+                        help=f"seconds before {LATE}'s key record goes into dns.zone (it is pending until then)")
     return parser.parse_args(argv)
 
 
 def ensure_keys(ini: Path) -> None:
     """A key for every selector of every [Domains] entry that has none yet (RSA 2048, mode 0600)."""
-    from salmon_dkim.cli import main as salmon_dkim  # noqa: PLC0415 (after chdir and sys.path)
-    from salmon_dkim.config import load_settings  # noqa: PLC0415
+    from salmon_dkim.config import load_settings  # noqa: PLC0415 (after chdir and sys.path)
+    from salmon_dkim.core.keys import generate_key  # noqa: PLC0415
     signing = load_settings(ini, check_key_files=False).signing
     for entry in signing.domains.values():
         for selector, path in zip(entry.selectors, entry.key_files):
             if not path.exists():
                 print(f"First start: making the {entry.domain} key {os.path.relpath(path, HERE)}")
-                salmon_dkim(["keygen", entry.domain, "--selector", selector,
-                             "--keys-dir", os.path.relpath(signing.keys_dir, HERE)], standalone_mode=False)
+                generate_key(signing.keys_dir, entry.domain, selector)
 
 
 def ensure_user(ini: Path) -> None:
@@ -71,18 +80,46 @@ lists.example.com. IN TXT "v=spf1 ip4:127.0.0.0/8 -all"
 """
 
 
-def write_zone(ini: Path) -> Path:
-    """dns.zone: the public half of every key in [Domains], as the DNS of this example."""
+def write_zone(ini: Path, late: bool = True) -> Path:
+    """dns.zone: the public half of every key in [Domains], as the DNS of this example.
+
+    With ``late``, LATE's records are left out while its key has never been active
+    (``publish_late`` adds them).
+    """
     from salmon_dkim.config import load_settings  # noqa: PLC0415
     from salmon_dkim.core.keys import load_private_key, zone_line  # noqa: PLC0415
+    from salmon_dkim.core.lifecycle import KeyLifecycle  # noqa: PLC0415
     settings = load_settings(ini)
-    lines = ["; The DNS of the example project, written by run.py from keys/ at every start.\n"]
+    active = {(st.domain, st.selector) for st in KeyLifecycle.from_settings(settings).statuses()
+              if st.state == "active"}
+    lines = ["; The DNS of the example project, written by run.py from keys/.\n"]
     for entry in settings.signing.domains.values():
         for selector, path in zip(entry.selectors, entry.key_files):
+            if late and entry.domain == LATE and (LATE, selector) not in active:
+                continue
             lines.append(zone_line(selector, entry.domain, load_private_key(path).dns_txt()) + "\n")
     lines.append(DMARC_AND_SPF)
-    settings.dns.zone_file.write_text("".join(lines), encoding="ascii")
-    return settings.dns.zone_file
+    zone = settings.dns.zone_file
+    # written aside and renamed: the server reads the zone at every key check, never half of it
+    fd, temporary = tempfile.mkstemp(dir=zone.parent, prefix=".dns.zone.")
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write("".join(lines))
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, zone)
+    return zone
+
+
+def publish_late(ini: Path, after: float, stop: threading.Event) -> threading.Thread:
+    """In ``after`` seconds, LATE's records go into dns.zone, as its DNS administrator would publish them."""
+    def publish() -> None:
+        if not stop.wait(after):
+            write_zone(ini, late=False)
+            print(f"Published the DKIM record of {LATE} in dns.zone: the server finds it at its next check "
+                  f"and its key signs (salmon-dkim keys --config config/salmon_dkim.ini)", flush=True)
+
+    thread = threading.Thread(target=publish, name="publish late", daemon=True)
+    thread.start()
+    return thread
 
 
 def zone_path(ini: Path) -> Path:
@@ -107,10 +144,13 @@ salmon-dkim example project is running (Ctrl-C stops it).
   {python} send.py subscribe ADDR  ADDR joins lunch@lists.example.com       -> welcome in sink/
   {python} send.py post            a signed post from alice@example.com     -> sink/ (one per member)
   {python} send.py submit          alice@example.com writes to the outside  -> sink/, signed
+  {python} send.py news            the newsletter from {LATE}    -> sink/, signed by example.com
+                                   until {LATE}'s key is published (in {args.publish_after:g} s), then by its own
 
   Look at: maildir/new/ (Authentication-Results on top), sink/ (signed, sealed),
            logs/dkim-activity.jsonl, logs/salmon.log; DNS is {zone.relative_to(HERE)}
   Check:   {command} verify --zone {zone.relative_to(HERE)} sink/FILE.eml
+  Keys:    {command} keys --config {args.config}
 """
 
 
@@ -150,6 +190,7 @@ def serve(args) -> int:
     print(banner(args, zone), flush=True)
 
     stop = threading.Event()
+    publish_late(ini, args.publish_after, stop)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     while not stop.wait(0.5):  # a timed wait lets the signal handlers run promptly

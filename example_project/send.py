@@ -5,6 +5,7 @@
     python send.py unsubscribe ADDRESS   ADDRESS leaves it
     python send.py post                  a post from alice@example.com (signed) to the list
     python send.py submit                alice@example.com writes to dave@example.net (submission port)
+    python send.py news                  alice sends the newsletter from news@news.example.com (submission)
 
 "Signed" means signed as example.com with the project's own key, as Alice's
 outgoing server would have done; ports as run.py (options or EXAMPLE_*).
@@ -67,6 +68,10 @@ def messages(args):
     if args.command == "post":
         data = compose(alice, LIST, "Lunch on Friday", "Shall we meet at noon?\n\nAlice\n")
         return args.mx_port, alice, LIST, sign_as_sender(data, args.config)
+    if args.command == "news":
+        data = compose("news@news.example.com", "dave@example.net", "News", "Signed as news.example.com once its "
+                       "key is active, as example.com (the shared key) until then.\n")
+        return args.submission_port, alice, "dave@example.net", data
     data = compose(alice, "dave@example.net", "Hello Dave", "Signed on the way out.\n")
     return args.submission_port, alice, "dave@example.net", data
 
@@ -74,7 +79,7 @@ def messages(args):
 def options(argv=None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["inbox", "subscribe", "unsubscribe", "post", "submit"])
+    parser.add_argument("command", choices=["inbox", "subscribe", "unsubscribe", "post", "submit", "news"])
     parser.add_argument("address", nargs="?", help="who (un)subscribes (default alice@example.com)")
     parser.add_argument("--host", default=env("EXAMPLE_HOST", "127.0.0.1"))
     parser.add_argument("--mx-port", type=int, default=int(env("EXAMPLE_MX_PORT", 8823)))

@@ -253,6 +253,11 @@ class DNSServer:
         self.records.setdefault(name.rstrip("."), []).extend(records)
         self.restart()
 
+    def remove(self, name: str) -> None:
+        """Stop serving the TXT records at name (dnsmasq is restarted on the same port)."""
+        self.records.pop(name.rstrip("."), None)
+        self.restart()
+
     def resolver(self, **kwargs):
         """A LiveResolver asking this server; kwargs go to LiveResolver (timeout, cache)."""
         from salmon_dkim.dns.live import LiveResolver

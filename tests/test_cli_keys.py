@@ -130,7 +130,7 @@ def test_keygen_never_overwrites_a_key(keys_dir):
 @pytest.mark.parametrize("args, words", [
     (["--bits", "512"], "under 1024 bits verifiers refuse the key"),
     (["--bits", "1536"], "choose one of 1024, 2048, 3072, 4096"),
-    (["--algorithm", "ed25519", "--bits", "2048"], "--bits applies to RSA keys only"),
+    (["--algorithm", "ed25519", "--bits", "2048"], "--bits: a key size applies to RSA keys only"),
     (["--algorithm", "dsa"], "'dsa' is not one of 'rsa', 'ed25519'"),
     (["--selector", "../s1"], "'../s1' is not a valid selector"),
 ])

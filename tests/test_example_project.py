@@ -5,6 +5,7 @@ list members are made there on first start), so the tests never touch the
 developer's own.
 """
 import importlib.util
+import json
 import re
 import shutil
 import signal
@@ -12,6 +13,7 @@ import smtplib
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from typing import Optional
@@ -34,14 +36,14 @@ LIST = "lunch@lists.example.com"
 class RunningExample:
     """run.py in ``folder`` on free ports; ``stop()`` sends SIGTERM and returns the exit status."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *args: str) -> None:
         self.folder = folder
         self.mx, self.submission, self.sink = free_port(), free_port(), free_port()
         self.log = folder / "run.out"
         with open(self.log, "wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "run.py", "--mx-port", str(self.mx), "--submission-port",
-                 str(self.submission), "--sink-port", str(self.sink)],
+                 str(self.submission), "--sink-port", str(self.sink), *args],
                 cwd=folder, stdout=out, stderr=subprocess.STDOUT)
         for port in (self.sink, self.mx, self.submission):
             wait_for_port(port, timeout=30, process=self.process, log=self.log)
@@ -81,7 +83,7 @@ def _load(path: Path):
     return module
 
 
-def start_copy(folder: Path, **ini_changes) -> RunningExample:
+def start_copy(folder: Path, *args: str, **ini_changes) -> RunningExample:
     shutil.copytree(PROJECT, folder, ignore=shutil.ignore_patterns(*STATE))
     ini = folder / "config" / "salmon_dkim.ini"
     text = ini.read_text()
@@ -89,7 +91,7 @@ def start_copy(folder: Path, **ini_changes) -> RunningExample:
         text, found = re.subn(rf"(?m)^{option} = .*$", f"{option} = {value}", text)
         assert found == 1, option
     ini.write_text(text)
-    return RunningExample(folder)
+    return RunningExample(folder, *args)
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +215,33 @@ def test_post_sealed_upstream_gets_the_next_arc_set(example, verifier):
     copy = example.sunk("alice@example.com")[-1]
     assert b"ARC-Seal: i=2; a=rsa-sha256;" in copy and b"cv=pass; d=lists.example.com;" in copy
     assert mail_dkim_arc_verify(copy, example.zone) == "pass"
+
+
+def test_news_key_is_pending_until_run_py_publishes_it_then_signs_without_a_restart(tmp_path):
+    running = start_copy(tmp_path / "example_project", "--publish-after", "3", PendingKeyCheckSeconds="1")
+    try:
+        news = running.compose("news@news.example.com", "dave@example.net", "News")
+        running.send(running.submission, "alice@example.com", "dave@example.net", news)
+        pending = running.sunk("dave@example.net")[-1]
+        keys = [Path(sys.executable).with_name("salmon-dkim"), "keys", "--config", "config/salmon_dkim.ini", "--json"]
+        listed = subprocess.run(keys, cwd=running.folder, capture_output=True, text=True)
+        before = next(k for k in json.loads(listed.stdout) if k["domain"] == "news.example.com")
+        deadline = time.monotonic() + 30
+        while b"Published the DKIM record of news.example.com" not in running.log.read_bytes() or not any(
+                e.get("event") == "key" and e.get("d") == "news.example.com" and e.get("state") == "active"
+                for e in _activity(running)):
+            assert time.monotonic() < deadline, running.log.read_text()
+            time.sleep(0.2)
+        running.send(running.submission, "alice@example.com", "dave@example.net", news)
+        active = running.sunk("dave@example.net")[-1]
+    finally:
+        running.stop()
+    assert (before["state"], before["record"]) == ("pending", "missing")
+    verifier = Verifier(load_settings(running.folder / "config" / "salmon_dkim.ini"), ZoneResolver(running.zone))
+    assert dkim(verifier, pending) == [("example.com", "pass")]
+    assert dkim(verifier, active) == [("news.example.com", "pass")]
+
+
+def _activity(running: RunningExample) -> list:
+    path = running.folder / "logs" / "dkim-activity.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -114,6 +114,32 @@ def test_default_key_signs_other_domains_as_the_default_domain(keys_dir):
     assert signature_tags(result.message)[0][b"d"] == b"example.org"
 
 
+def test_shared_signature_always_adds_the_default_key_below_the_domains_own(keys_dir, tmp_path):
+    signer = make_signer(keys_dir, tmp_path, domains=[entry(keys_dir, "example.com", "s1")],
+                         default=entry(keys_dir, "example.org", "s2048"), shared_signature="always")
+    result = signer.sign(PLAIN)
+    assert [(s.domain, s.selector) for s in result.signatures] == [("example.com", "s1"), ("example.org", "s2048")]
+    assert [t[b"d"] for t in signature_tags(result.message)] == [b"example.com", b"example.org"]
+    [logged] = read_activity(tmp_path / "activity.jsonl")
+    assert (logged["d"], logged["s"], logged["shared_d"], logged["shared_s"]) == (
+        "example.com", "s1", "example.org", "s2048")
+
+
+def test_shared_signature_always_signs_the_default_domains_own_mail_once(keys_dir):
+    signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1")],
+                         default=entry(keys_dir, "example.com", "s1"), shared_signature="always")
+    assert [(s.domain, s.selector) for s in signer.sign(PLAIN).signatures] == [("example.com", "s1")]
+
+
+def test_a_disabled_domain_is_signed_by_the_default_key_or_not_at_all(keys_dir):
+    disabled = DomainKeys("example.com", ("s1",), (keys_dir / "example.com/s1.key",), enabled=False)
+    shared = make_signer(keys_dir, domains=[disabled], default=entry(keys_dir, "example.org", "s2048"))
+    assert [s.domain for s in shared.sign(PLAIN).signatures] == ["example.org"]
+    alone = make_signer(keys_dir, domains=[disabled]).sign(PLAIN)
+    assert alone.signatures == () and alone.unsigned_reason == (
+        "example.com does not sign ([Domains] [[example.com]] Enabled = No); no default key")
+
+
 def test_forced_domain_signs_as_that_domain(keys_dir):
     signer = make_signer(keys_dir, domains=[entry(keys_dir, "example.com", "s1"),
                                             entry(keys_dir, "example.org", "s2048")])

@@ -15,5 +15,5 @@ def main() -> None:
 
 
 # Each module registers its commands on ``main`` when imported.
-from salmon_dkim.cli import (cache_cmds, dmarc_cmds, explain_cmds, keys_cmds, log_cmds, monitor_cmds,  # noqa: E402,F401
-                             passwd_cmds, sign_cmds, verify_cmds)
+from salmon_dkim.cli import (cache_cmds, dmarc_cmds, explain_cmds, keys_cmds, lifecycle_cmds,  # noqa: E402,F401
+                             log_cmds, monitor_cmds, passwd_cmds, sign_cmds, verify_cmds)

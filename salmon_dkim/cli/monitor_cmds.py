@@ -27,6 +27,7 @@ from salmon_dkim.cli import main
 from salmon_dkim.cli.common import settings_or_stop, stop
 from salmon_dkim.cli.log_cmds import describe, printable
 from salmon_dkim.config import Settings
+from salmon_dkim.core.lifecycle import KeyLifecycle, LifecycleError
 
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
@@ -37,8 +38,16 @@ COUNTED_ROWS = 6  # results and domains shown in the counts (the busiest in the 
 
 
 def key_states(settings: Settings) -> List[Tuple[str, str, str]]:
-    """(domain, selector, state) of each signing key, for the keys line; none until key states are tracked."""
-    return []
+    """(domain, selector, state) of each signing key, for the keys line: as the servers recorded them in
+    KEYSDIR/lifecycle.json (no DNS lookup), "active, RECORD MISSING" when an active key's record is gone."""
+    if not settings.signing.require_published_keys:
+        return []
+    try:
+        statuses = KeyLifecycle.from_settings(settings).statuses()
+    except (LifecycleError, OSError):
+        return []
+    troubled = [st for st in statuses if st.record_trouble]  # first, so a narrow screen still shows them
+    return [(st.domain, st.selector, st.label) for st in troubled + [st for st in statuses if not st.record_trouble]]
 
 
 @dataclass(frozen=True)

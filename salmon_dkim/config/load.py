@@ -133,7 +133,7 @@ def _shown(path: Path) -> str:
 
 
 def _domain_keys(domain, selectors, key_files, include_subdomains, keys_dir, base, name, where,
-                 check_key_files) -> DomainKeys:
+                 check_key_files, enabled=True, lifecycle=False) -> DomainKeys:
     domain = domain.lower().rstrip(".")
     if key_files and len(key_files) != len(selectors):
         raise ConfigError(f"{name}: {where} KeyFiles: gives {len(key_files)} files for "
@@ -142,12 +142,13 @@ def _domain_keys(domain, selectors, key_files, include_subdomains, keys_dir, bas
         keys_dir / domain / f"{sel}.key" for sel in selectors)
     if check_key_files:
         for sel, f in zip(selectors, files):
-            if not f.is_file():
+            # the lifecycle moves a key never published to KEYSDIR/retired/ (salmon-dkim keys lists it)
+            if not f.is_file() and not (lifecycle and (keys_dir / "retired" / domain / f"{sel}.key").is_file()):
                 laid_out = f.name == f"{sel}.key" and f.parent.name == domain  # as keygen lays keys out
                 fix = (f"create it with: salmon-dkim keygen {domain} --selector {sel} --keys-dir {_shown(f.parent.parent)}"
                        if laid_out else "check KeyFiles")
                 raise ConfigError(f"{name}: {where}: key file {f} for selector {sel!r} is missing; {fix}")
-    return DomainKeys(domain, tuple(selectors), files, include_subdomains)
+    return DomainKeys(domain, tuple(selectors), files, include_subdomains, enabled)
 
 
 def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Settings:
@@ -159,14 +160,15 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
         where = f"[Domains] [[{domain}]]"
         domains[domain.lower().rstrip(".")] = _domain_keys(
             domain, entry["Selectors"], entry["KeyFiles"], entry["IncludeSubdomains"],
-            keys_dir, base, name, where, check_key_files)
+            keys_dir, base, name, where, check_key_files, entry["Enabled"], s["RequirePublishedKeys"])
     default = None
     if s["DefaultDomain"] or s["DefaultSelectors"]:
         if not (s["DefaultDomain"] and s["DefaultSelectors"]):
             raise ConfigError(f"{name}: [Signing] DefaultDomain and DefaultSelectors go together; "
                               "set both or neither")
         default = _domain_keys(s["DefaultDomain"], s["DefaultSelectors"], [], False, keys_dir, base,
-                               name, "[Signing] DefaultSelectors", check_key_files)
+                               name, "[Signing] DefaultSelectors", check_key_files,
+                               lifecycle=s["RequirePublishedKeys"])
     header_canon, body_canon = s["Canonicalization"].split("/")
     headers = tuple(h.lower() for h in s["Headers"])
     if "from" not in headers:
@@ -179,7 +181,11 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
         headers=headers, oversign_headers=tuple(h.lower() for h in s["OversignHeaders"]),
         header_canon=header_canon, body_canon=body_canon,
         expire_seconds=int(s["ExpireDays"] * 86400), body_length_tag=s["BodyLengthTag"],
-        max_message_size=s["MaxMessageSize"], sign_for=s["SignFor"])
+        max_message_size=s["MaxMessageSize"], sign_for=s["SignFor"],
+        require_published_keys=s["RequirePublishedKeys"],
+        shared_signature=s["SharedSignature"], pending_key_days=s["PendingKeyDays"],
+        retire_after_days=s["RetireAfterDays"], pending_check_seconds=s["PendingKeyCheckSeconds"],
+        active_check_seconds=s["ActiveKeyCheckSeconds"])
     verification = VerificationSettings(
         enabled=v["Enabled"], authserv_id=v["AuthservId"] or socket.getfqdn(),
         max_signatures=v["MaxSignatures"], clock_drift=v["ClockDrift"],

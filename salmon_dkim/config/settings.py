@@ -17,12 +17,18 @@ IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 @dataclass(frozen=True)
 class DomainKeys:
-    """The signing keys of one domain: one selector per key (two for dual signing)."""
+    """The signing keys of one domain: one selector per key (two for dual signing).
+
+    With the key lifecycle (RequirePublishedKeys) these are the keys the domain
+    starts with; the keys ``salmon-dkim rotate`` makes after them join them.
+    ``enabled`` False keeps the entry but its keys do not sign ([Domains] Enabled = No).
+    """
 
     domain: str
     selectors: Tuple[str, ...]
     key_files: Tuple[Path, ...]
     include_subdomains: bool = False
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,13 @@ class SigningSettings:
     body_length_tag: bool = False
     max_message_size: int = 50 * 1024 * 1024
     sign_for: str = "authenticated"  # whose received mail is signed: "authenticated" | "trusted" | "any"
+    # the key lifecycle: a key signs once DNS publishes it (salmon_dkim.core.lifecycle)
+    require_published_keys: bool = True
+    shared_signature: str = "fallback"  # "fallback": the default key signs when the domain has none; "always"
+    pending_key_days: float = 7.0
+    retire_after_days: float = 7.0
+    pending_check_seconds: float = 30.0
+    active_check_seconds: float = 3600.0
 
 
 @dataclass(frozen=True)

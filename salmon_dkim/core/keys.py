@@ -1,5 +1,6 @@
-"""DKIM keys: private keys read from files (checked before use) and key records from DNS.
+"""DKIM keys: private keys read from files (checked before use), made, and key records from DNS.
 
+``generate_key`` makes a key pair as ``salmon-dkim keygen`` and ``rotate`` do.
 ``load_private_key`` refuses a key file a careless deployment would leak or
 a verifier would refuse (group/world-readable, encrypted, unreadable, of the
 wrong type, too short); ``KeyStore`` reads each file once.  ``parse_key_record``
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import os
 import time
 import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -26,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from salmon_dkim.core.tags import compact, parse_tags
 
 MIN_RSA_BITS = 1024  # RFC 8301: verifiers refuse shorter RSA keys
+RSA_SIZES = (1024, 2048, 3072, 4096)
+DEFAULT_RSA_BITS = 2048
 PublicKey = Union[rsa.RSAPublicKey, ed25519.Ed25519PublicKey]
 KEYGEN_HINT = "generate a new one with salmon-dkim keygen"
 
@@ -279,3 +283,102 @@ def zone_line(selector: str, domain: str, txt: str) -> str:
     chunks = [txt[i:i + 255] for i in range(0, len(txt), 255)] or [""]
     quoted = " ".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
     return f"{key_name(selector, domain)}. IN TXT ( {quoted} )"
+
+
+# --- making keys ---------------------------------------------------------------------------------
+
+class KeyGenerationError(ValueError):
+    """A key that cannot be made as asked (size, name taken, folder not writable); says what to do."""
+
+
+@dataclass(frozen=True)
+class GeneratedKey:
+    """A key pair just written: ``key_path`` (mode 0600) and ``dns_path`` (the record as a zone-file line)."""
+
+    domain: str
+    selector: str
+    private: PrivateKey
+    key_path: Path
+    dns_path: Path
+    txt: str  # the TXT record's value: "v=DKIM1; k=rsa; p=..."
+
+    @property
+    def zone_line(self) -> str:
+        return zone_line(self.selector, self.domain, self.txt)
+
+
+def key_size(algorithm: str, bits: Optional[int]) -> int:
+    """The RSA size asked for (2048 when None), or 256 for Ed25519; KeyGenerationError when refused."""
+    if algorithm == "ed25519":
+        if bits is not None:
+            raise KeyGenerationError("a key size applies to RSA keys only; Ed25519 keys have a fixed size")
+        return 256
+    if algorithm != "rsa":
+        raise KeyGenerationError(f"{algorithm!r} is not a DKIM key algorithm; use rsa or ed25519")
+    bits = DEFAULT_RSA_BITS if bits is None else bits
+    if bits not in RSA_SIZES:
+        why = f"under {MIN_RSA_BITS} bits verifiers refuse the key (RFC 8301)" if bits < MIN_RSA_BITS \
+            else "choose one of " + ", ".join(map(str, RSA_SIZES))
+        raise KeyGenerationError(f"{bits} is not an accepted RSA key size: {why}; 2048 is a good choice")
+    return bits
+
+
+def dated_selector(folders: "Sequence[os.PathLike]", prefix: str = "s",
+                   now: Optional[datetime.datetime] = None) -> str:
+    """PREFIX + today's date (UTC), e.g. s20261123, or s20261123-2 (-3, ...) when a folder has it already."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    base = f"{prefix}{now:%Y%m%d}"
+    selector, n = base, 1
+    while any((Path(f) / f"{selector}{ext}").exists() for f in folders for ext in (".key", ".dns")):
+        n += 1
+        selector = f"{base}-{n}"
+    return selector
+
+
+def _create(path: Path, mode: int) -> int:
+    # Exclusive and never through a symlink: a planted link cannot redirect a key or its record.
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+
+
+def generate_key(keys_dir: "str | os.PathLike", domain: str, selector: str, *, algorithm: str = "rsa",
+                 bits: Optional[int] = None, testing: bool = False) -> GeneratedKey:
+    """A new key pair at KEYS_DIR/DOMAIN/SELECTOR.key (mode 0600) and SELECTOR.dns (its TXT record).
+
+    ``domain`` and ``selector`` must already be checked DNS names.  Neither file is
+    ever overwritten or written through a symlink; if either cannot be made, neither is left.
+    Raises KeyGenerationError naming the file and what to do.
+    """
+    bits = key_size(algorithm, bits)
+    folder = Path(keys_dir) / domain
+    key_path, dns_path = folder / f"{selector}.key", folder / f"{selector}.dns"
+    key = ed25519.Ed25519PrivateKey.generate() if algorithm == "ed25519" else rsa.generate_private_key(65537, bits)
+    private = PrivateKey(algorithm, key, bits, key_path)
+    txt = private.dns_txt(testing)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    record = f"; DKIM key {selector} for {domain}: publish this TXT record\n{zone_line(selector, domain, txt)}\n"
+    made = []
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for path, mode, data in ((key_path, 0o600, pem), (dns_path, 0o644, record.encode("ascii"))):
+            fd = _create(path, mode)
+            made.append(path)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+    except FileExistsError as exc:
+        _remove(made)
+        raise KeyGenerationError(f"{exc.filename} already exists and is never overwritten; "
+                                 f"pick another selector") from None
+    except OSError as exc:
+        _remove(made)
+        raise KeyGenerationError(f"cannot write {exc.filename or folder}: {exc.strerror}; "
+                                 f"check that {folder} is a writable folder (not a symlink)") from None
+    return GeneratedKey(domain, selector, private, key_path, dns_path, txt)
+
+
+def _remove(paths) -> None:
+    for path in paths:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass

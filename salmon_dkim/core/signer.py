@@ -6,10 +6,17 @@ selector, the default key), signs with each (:func:`salmon_dkim.core.dkim.make_s
 records what it did in the activity log and returns the CRLF message with the
 signatures on top, byte for byte unchanged below them.  A key that is configured
 but unusable is a :class:`SigningError` (answer 451), never mail sent unsigned.
+
+Given a :class:`~salmon_dkim.core.lifecycle.KeyLifecycle`, only active keys sign:
+a domain whose keys are all pending (or whose entry says ``Enabled = No``) is
+signed with the shared default key instead, or goes unsigned saying why.
+``SharedSignature = always`` adds the shared signature below the domain's own.
+Without one, every configured key signs (the ``sign --key`` command, tests, tools).
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
@@ -20,6 +27,7 @@ from salmon_dkim.core import crypto
 from salmon_dkim.core.canon import body_hash
 from salmon_dkim.core.dkim import header_data, make_signature, signed_names
 from salmon_dkim.core.keys import KeyFileError, KeyStore, PrivateKey
+from salmon_dkim.core.lifecycle import KeyLifecycle
 from salmon_dkim.core.message import AddressError, Message, MessageFormatError, domain_name
 
 log = logging.getLogger(__name__)
@@ -62,12 +70,14 @@ class Signer:
     """Signs outbound messages as ``settings.signing`` says; keys read once from their files."""
 
     def __init__(self, settings: Settings, keys: Optional[KeyStore] = None,
-                 activity: Optional[ActivityLog] = None, clock: Callable[[], float] = time.time) -> None:
+                 activity: Optional[ActivityLog] = None, clock: Callable[[], float] = time.time,
+                 lifecycle: Optional[KeyLifecycle] = None) -> None:
         self.settings = settings
         self.signing = settings.signing
         self.keys = keys if keys is not None else KeyStore(recheck_seconds=1.0)
         self.activity = activity if activity is not None else ActivityLog(settings.logging.activity_log)
         self.clock = clock
+        self.lifecycle = lifecycle  # None: every configured key signs
 
     # key choice
     def choose_keys(self, author: Optional[str], sender: Optional[str] = None,
@@ -78,28 +88,40 @@ class Signer:
         selectors); the forced or author domain in [Domains], then its parents that
         include subdomains; a selector configured for the sender's domain; the default key.
         """
+        entry, why, _ = self._own_entry(author, sender, domain)
+        if entry is not None:
+            return entry
+        if self.signing.default is not None:
+            return self.signing.default
+        raise _Unsigned(f"{why}, no default key")
+
+    def _own_entry(self, author: Optional[str], sender: Optional[str],
+                   domain: Optional[str]) -> Tuple[Optional[DomainKeys], str, bool]:
+        """The message's own keys (sender selector or domain table), or None and why there are none;
+        and whether the domain is one of ours (a disabled entry is)."""
         author_domain = _domain_of(author or "")
         if not domain:
             chosen = self._sender_keys(sender, author, author_domain, by_domain=False)
             if chosen is not None:
-                return chosen
+                return chosen, "", True
         wanted = domain.lower().rstrip(".") if domain else author_domain
         table = self.signing.domains
-        if wanted in table:
-            return table[wanted]
+        entry = table.get(wanted)
         parts = wanted.split(".")
         for i in range(1, len(parts)):
-            entry = table.get(".".join(parts[i:]))
-            if entry is not None and entry.include_subdomains:
-                return entry
+            if entry is not None:
+                break
+            parent = table.get(".".join(parts[i:]))
+            entry = parent if parent is not None and parent.include_subdomains else None
+        if entry is not None:
+            if not entry.enabled:
+                return None, f"{entry.domain} does not sign ([Domains] [[{entry.domain}]] Enabled = No)", True
+            return entry, "", True
         if not domain:
             chosen = self._sender_keys(sender, author, author_domain, by_domain=True)
             if chosen is not None:
-                return chosen
-        if self.signing.default is not None:
-            return self.signing.default
-        raise _Unsigned(f"no signing key for {wanted or 'the message'}: not in [Domains], "
-                        "no sender selector, no default key")
+                return chosen, "", True
+        return None, f"no signing key for {wanted or 'the message'}: not in [Domains], no sender selector", False
 
     def _sender_keys(self, sender: Optional[str], author: Optional[str], author_domain: str, *,
                      by_domain: bool) -> Optional[DomainKeys]:
@@ -110,7 +132,9 @@ class Signer:
             key_domain = _domain_of(who) if "@" in who else author_domain
             selector = self.signing.sender_selectors.get(key_domain if by_domain else who)
             if selector and key_domain:
-                return self._sender_entry(key_domain, selector)
+                entry = self._sender_entry(key_domain, selector)
+                if self.lifecycle is None or self.lifecycle.signing_keys(entry)[0]:
+                    return entry  # a sender key still pending leaves the choice to the domain table
         return None
 
     def _sender_entry(self, key_domain: str, selector: str) -> DomainKeys:
@@ -119,8 +143,11 @@ class Signer:
     def check_keys(self) -> List[str]:
         """Load every configured key (domains, sender selectors, default) now, at start-up.
 
-        One line per problem.
+        One line per problem.  With a lifecycle: the keys that sign now (pending ones are
+        checked as their records are, and shown by salmon-dkim keys).
         """
+        if self.lifecycle is not None:
+            return self.lifecycle.unusable()
         entries = list(self.signing.domains.values()) + [self.signing.default] * bool(self.signing.default)
         entries += [self._sender_entry(_domain_of(who) or who, selector)
                     for who, selector in self.signing.sender_selectors.items() if "@" in who or "." in who]
@@ -140,16 +167,46 @@ class Signer:
         domain = _domain_of(address)
         return any(entry in (address, domain, "@" + domain) for entry in self.signing.skip_senders if entry)
 
-    def _load(self, entry: DomainKeys) -> List[Tuple[str, PrivateKey]]:
-        """Every key of the entry; a configured key that cannot be used fails closed (SigningError)."""
+    def _active(self, entry: DomainKeys) -> Tuple[Tuple[Tuple[str, "os.PathLike"], ...], str]:
+        """(selector, key file) of the entry's keys that sign now, or () and why none does."""
+        if self.lifecycle is None:
+            return tuple(zip(entry.selectors, entry.key_files)), ""
+        return self.lifecycle.signing_keys(entry)
+
+    def _plan(self, author: Optional[str], sender: Optional[str],
+              domain: Optional[str]) -> Tuple[List[Tuple[str, str, "os.PathLike"]], str]:
+        """(d=, selector, key file) of each signature to make, the domain's own first; and, when the
+        shared key stands in for keys the domain has but cannot use now, why."""
+        own, why, ours = self._own_entry(author, sender, domain)
+        plan = []
+        if own is not None:
+            keys, why = self._active(own)
+            plan = [(own.domain, selector, path) for selector, path in keys]
+        default = self.signing.default
+        shared_too = self.signing.shared_signature == "always" and default is not None \
+            and (own is None or default.domain != own.domain)  # the same domain's keys sign once
+        if plan and not shared_too:
+            return plan, ""
+        if default is None:
+            raise _Unsigned(f"{why}; no default key" if ours else f"{why}, no default key")
+        shared, shared_why = self._active(default)
+        if not shared and not plan:
+            raise _Unsigned(f"{why}; the shared key cannot stand in: {shared_why}")
+        if not shared:
+            log.warning("mail of %s goes without the shared signature: %s", own.domain, shared_why)
+        stood_in = why if ours and not plan else ""
+        return plan + [(default.domain, selector, path) for selector, path in shared], stood_in
+
+    def _load(self, plan: List[Tuple[str, str, "os.PathLike"]]) -> List[Tuple[str, str, PrivateKey]]:
+        """Every key of the plan; a configured key that cannot be used fails closed (SigningError)."""
         loaded = []
-        for selector, path in zip(entry.selectors, entry.key_files):
+        for domain, selector, path in plan:
             try:
-                loaded.append((selector, self.keys.get(path)))
+                loaded.append((domain, selector, self.keys.get(path)))
             except KeyFileError as exc:
                 log.error("DKIM key %s for %s cannot be used: %s; mail it would sign is refused (451)",
-                          selector, entry.domain, exc)
-                raise SigningError(f"the signing key {selector} of {entry.domain} cannot be used: {exc}") from None
+                          selector, domain, exc)
+                raise SigningError(f"the signing key {selector} of {domain} cannot be used: {exc}") from None
         return loaded
 
     # signing
@@ -175,9 +232,9 @@ class Signer:
             address = author.address if author else None
             if sender is None and self._skipped(address):
                 raise _Unsigned(f"author {address} is in SkipSenders")
-            entry = self.choose_keys(address, sender, domain)
-            keys = self._load(entry)
-            signatures, infos = self._sign(msg, entry.domain, keys)
+            plan, stood_in = self._plan(address, sender, domain)
+            keys = self._load(plan)
+            signatures, infos = self._sign(msg, keys)
         except _Unsigned as reason:
             self.activity.record("unsigned", direction="out", message_id=message_id, account=sender,
                                  reason=str(reason))
@@ -190,12 +247,17 @@ class Signer:
             log.exception("DKIM signing failed for %s", message_id)
             raise SigningError(f"signing failed ({type(exc).__name__}: {exc})") from exc
         signed = b"".join(signatures) + msg.data
+        own = [i for i in infos if i.domain == infos[0].domain]
+        shared = {"shared_d": infos[-1].domain, "shared_s": ",".join(i.selector for i in infos[len(own):])} \
+            if len(own) < len(infos) else {}
+        if stood_in:
+            shared["reason"] = f"signed with the shared key: {stood_in}"
         self.activity.record("sign", direction="out", message_id=message_id,
-                             account=sender or address, d=entry.domain,
-                             s=",".join(i.selector for i in infos),
-                             algorithm=",".join(i.algorithm for i in infos),
+                             account=sender or address, d=infos[0].domain,
+                             s=",".join(i.selector for i in own),
+                             algorithm=",".join(i.algorithm for i in own),
                              headers=list(infos[0].headers), size=len(signed),
-                             ms=round((time.perf_counter() - started) * 1000, 3))
+                             ms=round((time.perf_counter() - started) * 1000, 3), **shared)
         return SignResult(signed, tuple(infos), None)
 
     def _prepare(self, message: bytes) -> Message:
@@ -209,14 +271,14 @@ class Signer:
         except MessageFormatError as exc:
             raise _Unsigned(f"malformed message: {exc}") from None
 
-    def _sign(self, msg: Message, domain: str, keys) -> Tuple[List[bytes], List[SignatureInfo]]:
+    def _sign(self, msg: Message, keys: List[Tuple[str, str, PrivateKey]]) -> Tuple[List[bytes], List[SignatureInfo]]:
         s = self.signing
         names = signed_names(msg.fields, s.headers, s.oversign_headers)
         bh, length = body_hash(msg.data, s.body_canon, start=msg.body_offset)
         data = header_data(msg.fields, [n.encode("ascii") for n in names], s.header_canon)
         now = int(self.clock())
         signatures, infos = [], []
-        for selector, key in keys:
+        for domain, selector, key in keys:
             signatures.append(make_signature(data, names, bh, length if s.body_length_tag else None, domain,
                                              selector, key, (s.header_canon, s.body_canon), now,
                                              s.expire_seconds))

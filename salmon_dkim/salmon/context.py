@@ -17,24 +17,31 @@ In ``config/boot.py``::
 
 A :class:`DKIM` holds: ``settings`` (frozen Settings), ``keys`` (KeyStore:
 each key file read once), ``resolver`` (zone file, or live DNS with the TTL
-cache), ``activity`` (ActivityLog), ``signer`` and ``verifier``.
+cache), ``activity`` (ActivityLog), ``signer``, ``verifier`` and ``lifecycle``
+(the key lifecycle: a background thread re-checks pending keys every
+``PendingKeyCheckSeconds`` so a published key signs without a restart; None
+with ``RequirePublishedKeys = No``).  ``close()`` stops that thread.
 """
 from __future__ import annotations
 
 import logging
 import sys
 import os
+import threading
 from dataclasses import dataclass
-from typing import NoReturn, Optional, Union
+from typing import Dict, List, NoReturn, Optional, Union
 
 from salmon_dkim.activity import ActivityLog
 from salmon_dkim.config import ConfigError, Settings, load_settings
 from salmon_dkim.dns.resolver import TXTResolver, resolver_from_settings
 from salmon_dkim.core.keys import KeyStore
+from salmon_dkim.core.lifecycle import KeyLifecycle
 from salmon_dkim.core.signer import Signer
 from salmon_dkim.core.verifier import Verifier
 
 PathLike = Union[str, "os.PathLike[str]"]
+# seconds start-up waits for the first DNS check of pending keys; the rest goes on in the background
+FIRST_CHECK_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class DKIM:
     activity: ActivityLog
     signer: Signer
     verifier: Verifier
+    lifecycle: Optional[KeyLifecycle] = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, resolver: Optional[TXTResolver] = None,
@@ -55,28 +63,49 @@ class DKIM:
 
         With ``check_keys`` every signing key is loaded now, and an unusable one
         (readable by others, encrypted, too weak) stops start-up with a ConfigError
-        naming each, rather than mail going out unsigned later.
+        naming each, rather than mail going out unsigned later.  With the key
+        lifecycle, pending keys are checked against DNS first (up to
+        FIRST_CHECK_SECONDS), and the keys that sign are the ones loaded.
         """
         logging.getLogger("salmon_dkim").setLevel(settings.logging.log_level)
         keys = KeyStore(recheck_seconds=1.0)  # a rotated key file is noticed within a second
         resolver = resolver if resolver is not None else resolver_from_settings(settings.dns)
         activity = ActivityLog.from_settings(settings.logging)
-        signer = Signer(settings, keys=keys, activity=activity)
+        signing = settings.signing
+        lifecycle = None
+        if signing.enabled and signing.require_published_keys and (signing.domains or signing.default
+                                                                    or signing.sender_selectors):
+            lifecycle = KeyLifecycle.from_settings(settings, keys=keys, activity=activity)
+            lifecycle.start(wait=FIRST_CHECK_SECONDS)
+        signer = Signer(settings, keys=keys, activity=activity, lifecycle=lifecycle)
         if check_keys and settings.signing.enabled:
             problems = signer.check_keys()
             if problems:
+                if lifecycle is not None:
+                    lifecycle.stop()
                 source = settings.source or "<defaults>"
                 raise ConfigError(f"{source}: [Domains]: unusable signing keys: " + "; ".join(problems))
         if settings.metrics.listen is not None:  # [Metrics] Listen: one endpoint per process, fed by the log
             from salmon_dkim.metrics import serve_metrics  # noqa: PLC0415 (prometheus only when asked for)
-            serve_metrics(settings, activity, resolver)
+            metrics = serve_metrics(settings, activity, resolver)
+            if lifecycle is not None:
+                _feed_key_states(metrics, lifecycle)
         # the decorator writes one "verify" line per message with the outcome, so the Verifier writes none
-        return cls(settings, keys, resolver, activity, signer, Verifier(settings, resolver))
+        return cls(settings, keys, resolver, activity, signer, Verifier(settings, resolver), lifecycle)
 
     @classmethod
     def from_config(cls, path: Optional[PathLike] = None, **kwargs) -> "DKIM":
         """Build from an INI file (ConfigError names file, option and problem); kwargs as from_settings."""
         return cls.from_settings(load_settings(path), **kwargs)
+
+    def close(self) -> None:
+        """Stop the key lifecycle's thread (the process may also just exit: it is a daemon thread)."""
+        if self.lifecycle is not None:
+            self.lifecycle.stop()
+            with _key_feeds_lock:
+                for feeds in _key_feeds.values():
+                    if self.lifecycle in feeds:
+                        feeds.remove(self.lifecycle)
 
     def install(self) -> "DKIM":
         """Make this the context of bare decorators, SigningRelay() and receivers."""
@@ -92,6 +121,25 @@ class DKIM:
 
 
 _installed: Optional[DKIM] = None
+
+# Contexts that share a metrics endpoint (and often a keys folder) report each key state once.
+_key_feeds: Dict[int, List[KeyLifecycle]] = {}
+_key_feeds_lock = threading.Lock()
+
+
+def _feed_key_states(metrics, lifecycle: KeyLifecycle) -> None:
+    with _key_feeds_lock:
+        feeds = _key_feeds.get(id(metrics))
+        if feeds is None:
+            feeds = _key_feeds[id(metrics)] = []
+
+            def states(feeds=feeds):
+                with _key_feeds_lock:
+                    current = list(feeds)
+                return sorted({state for each in current for state in each.key_states()})
+
+            metrics.add_key_states(states)
+        feeds.append(lifecycle)
 
 
 def install(config: Union[PathLike, Settings, DKIM, None] = None, **kwargs) -> DKIM:
