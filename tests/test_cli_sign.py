@@ -16,8 +16,20 @@ PLAIN = MESSAGES / "plain.eml"
 def config(keys_dir, tmp_path):
     path = tmp_path / "salmon_dkim.ini"
     path.write_text(f"[Signing]\nKeysDir = {keys_dir}\n[Domains]\n  [[example.com]]\n  Selectors = s1, ed1\n"
+                    f"[DNS]\nZoneFile = {KEYS / 'keys.zone'}\n"
                     f"[Logging]\nActivityLog = {tmp_path / 'logs' / 'activity.jsonl'}\n")
     return path
+
+
+def test_sign_does_not_sign_with_a_key_dns_does_not_publish(keys_dir, tmp_path):
+    """The issue's own trial: sign gave d=example.net; s=n1 for an unpublished key."""
+    assert run("keygen", "example.net", "--selector", "n1", "--keys-dir", keys_dir).exit_code == 0
+    ini = tmp_path / "net.ini"
+    ini.write_text(f"[Signing]\nKeysDir = {keys_dir}\n[Domains]\n  [[example.net]]\n  Selectors = n1\n"
+                   f"[DNS]\nZoneFile = {KEYS / 'keys.zone'}\n")
+    result = run("sign", "--config", ini, "--domain", "example.net", PLAIN)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "n1" in result.stderr and "pending" in result.stderr, result.stderr
 
 
 def run(*args, stdin: bytes = None):
@@ -59,7 +71,8 @@ def test_sign_without_a_key_prints_nothing_and_says_why(config, tmp_path):
     result = run("sign", "--config", config, stdin=other)
     assert result.exit_code == 1 and result.stdout_bytes == b""
     assert "not signed: no signing key for example.net" in result.stderr
-    [entry] = [json.loads(line) for line in (tmp_path / "logs/activity.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "logs/activity.jsonl").read_text().splitlines()]
+    [entry] = [e for e in lines if e["event"] != "key"]  # the key check records its keys' activation too
     assert entry["event"] == "unsigned"
 
 

@@ -20,6 +20,7 @@ from salmon_dkim.cli import main
 from salmon_dkim.cli.common import read_message, settings_or_stop, stop
 from salmon_dkim.config import DomainKeys, Settings
 from salmon_dkim.core.keys import KeyStore
+from salmon_dkim.core.lifecycle import KeyLifecycle
 from salmon_dkim.core.signer import Signer, SigningError
 
 
@@ -64,8 +65,14 @@ def sign_command(config_file: Optional[str], domain: Optional[str], selector: Op
     activity = ActivityLog.from_settings(settings.logging) if config_file else ActivityLog(None)
     # the reason goes to stderr once, below, not again through the logging fallback
     logging.getLogger("salmon_dkim").addHandler(logging.NullHandler())
+    keys = KeyStore()
+    lifecycle = None
+    if config_file and not selector and settings.signing.require_published_keys:
+        # as the server would: only keys whose record DNS publishes sign (the shared key stands in)
+        lifecycle = KeyLifecycle.from_settings(settings, keys=keys, activity=activity)
+        lifecycle.refresh()
     try:
-        result = Signer(settings, KeyStore(), activity).sign(data, domain=domain)
+        result = Signer(settings, keys, activity, lifecycle=lifecycle).sign(data, domain=domain)
     except SigningError as exc:
         _stop("sign", 1, f"not signed: {exc}")
     finally:
