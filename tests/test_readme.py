@@ -21,12 +21,15 @@ from salmonserver import REPO, SALMON, SalmonServer, SMTPSink, free_port
 
 README = REPO / "README.md"
 BIN = SALMON.parent
-BLOCK = re.compile(r"<!-- readme-test: (\w+)(?: (\S+))? -->\n```\w*\n(.*?)```", re.S)
+BLOCK = re.compile(r"<!-- readme-test: (\w+)(?: (\S+))? -->\n *```\w*\n(.*?) *```", re.S)
 PASSPHRASE = "a long passphrase"
 
 
-def blocks():
-    return [(kind, target, body) for kind, target, body in BLOCK.findall(README.read_text())]
+def blocks(*kinds: str):
+    """The marked blocks (of ``kinds``, or the own-app ones), in README order, indentation removed."""
+    found = [(kind, target, re.sub(r"(?m)^  ", "", body)) for kind, target, body in BLOCK.findall(README.read_text())]
+    wanted = kinds or ("run", "ini", "write", "python")
+    return [b for b in found if b[0] in wanted]
 
 
 def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -166,3 +169,42 @@ def test_a_mistake_in_the_ini_is_one_line_and_its_fix_works_as_printed(app, tmp_
     ini.write_text(ini.read_text().replace("s2026.dns", "s2027.dns"))
     checked = run("salmon-dkim check-dns example.com s2027 --config config/salmon_dkim.ini --keys-dir config/keys", copy)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+# -- the example project's section, run against the running example -----------------------------
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """The example project running in a folder laid out like the repository (../.venv beside it)."""
+    from test_example_project import start_copy  # noqa: PLC0415
+    root = tmp_path_factory.mktemp("repo")
+    (root / ".venv").symlink_to(BIN.parent)
+    running = start_copy(root / "example_project")
+    yield root, running
+    running.stop()
+
+
+def test_the_example_projects_commands_run_as_written(example):
+    root, running = example
+    env = {"EXAMPLE_MX_PORT": str(running.mx), "EXAMPLE_SUBMISSION_PORT": str(running.submission)}
+    for _, _, body in blocks("example"):
+        if body.startswith("cd example_project"):
+            commands = body
+        else:
+            commands = "cd example_project\n" + body.replace("8823", str(running.mx))
+        done = subprocess.run(["bash", "-ec", commands], cwd=root, capture_output=True, timeout=120,
+                              env=dict(os.environ, **env))
+        assert done.returncode == 0, (commands, done.stdout.decode(), done.stderr.decode())
+    got = [f.read_bytes() for f in (root / "example_project" / "sink").glob("*-bob@example.net.eml")]
+    [post] = [data for data in got if b"Subject: [lunch]" in data]
+    assert b'From: "alice via lunch" <lunch@lists.example.com>' in post and b"d=lists.example.com" in post
+
+
+def test_the_inbox_header_shown_is_the_one_written(example):
+    root, running = example
+    [(_, _, shown)] = blocks("inbox")
+    box = mailbox.Maildir(root / "example_project" / "maildir")
+    first = [box.get_bytes(k) for k in box.keys() if b"Subject: Hello Bob" in box.get_bytes(k)][0]
+    head = first.split(b"\r\n\r\n")[0].decode().replace("\r\n", "\n")
+    pattern = re.escape(shown.strip()).replace("z6CPqsec", "[A-Za-z0-9+/=]{8}")
+    assert re.match(pattern, head), head
