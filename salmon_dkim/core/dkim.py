@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from salmon_dkim.config.settings import SigningSettings
 from salmon_dkim.core import crypto
 from salmon_dkim.core.canon import body_hash, canon_header
 from salmon_dkim.core.keyfetch import DOMAIN, SignatureProblem
@@ -127,8 +128,8 @@ def make_signature(data: bytes, names: Sequence[str], bh: bytes, length: Optiona
     return signature_field("DKIM-Signature", tags, names, data, key, algorithm, canon[0])
 
 
-DEFAULT_HEADERS = ("from", "date", "subject", "reply-to", "sender", "to", "cc", "message-id", "in-reply-to",
-                   "references", "content-type", "mime-version", "content-transfer-encoding")
+DEFAULT_HEADERS = SigningSettings.headers
+"""[Signing] Headers' default (one list, in config/settings.py, kept equal to the spec's by a test)."""
 
 
 def dkim_sign(message: bytes, domain: str, selector: str, key: PrivateKey, *,
