@@ -1,4 +1,4 @@
-"""ARC (RFC 8617): seal mail a list redistributes, and verify the chain on mail that arrives.
+"""ARC (RFC 8617): seal mail a list or a forwarder sends on, and verify the chain on mail that arrives.
 
 An ARC set is three header fields with the same instance ``i=``: the
 ARC-Authentication-Results (what this hop saw on arrival), the
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from salmon_dkim.config import Settings
+from salmon_dkim.config import ListSettings, Settings
 from salmon_dkim.core import crypto
 from salmon_dkim.core.authres import AuthResError, Clause, authserv_id_of, clause_text, parse
 from salmon_dkim.core.canon import body_hash, canon_header
@@ -30,13 +30,11 @@ AAR, AMS, SEAL = b"arc-authentication-results", b"arc-message-signature", b"arc-
 ARC_FIELDS = (AAR, AMS, SEAL)
 RFC_MAX_INSTANCES = 50  # RFC 8617 section 4.2.1
 
-# What a list's ARC-Message-Signature covers, when present (never ARC-Seal, never A-R).
-AMS_HEADERS = ("from", "to", "cc", "subject", "date", "message-id", "reply-to", "in-reply-to",
-               "references", "mime-version", "content-type", "content-transfer-encoding",
-               "list-id", "list-post", "list-unsubscribe", "list-subscribe", "list-help",
-               "list-archive", "list-owner", "dkim-signature")
+# What our ARC-Message-Signature covers, when present (never ARC-Seal, never A-R): [DomainKeys] ARCHeaders.
+AMS_HEADERS = ListSettings().arc_headers
 
 _INSTANCE = re.compile(rb"(?:^|;)[ \t\r\n]*i[ \t\r\n]*=[ \t\r\n]*([0-9]+)")
+_CV = re.compile(rb"(?:^|;)[ \t\r\n]*cv[ \t\r\n]*=[ \t\r\n]*([A-Za-z]*)")
 _HUGE = 10 ** 9  # stands for any longer i= digit string: int() refuses over 4300 digits
 
 
@@ -45,7 +43,7 @@ def _instance(digits: bytes) -> int:
 
 
 class ARCError(Exception):
-    """A message that cannot be sealed (too many ARC sets, an unchecked chain)."""
+    """A message that cannot be sealed (too many ARC sets, an unchecked or already failed chain, no key)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +100,19 @@ def arc_instance_count(message: Union[bytes, Message]) -> int:
     found = [_instance(m.group(1)) for h in message.fields if _name(h) in ARC_FIELDS
              for m in [_INSTANCE.search(h[1])] if m]
     return max(found, default=0)
+
+
+def newest_seal_cv(message: Message) -> Optional[Tuple[int, str]]:
+    """(instance, cv) of the ARC-Seal with the highest i=, read even from a chain that is malformed;
+    None without one.  cv is lower case, "" when the seal has none."""
+    newest = None
+    for name, value in message.fields:
+        if field_name(name) != SEAL:
+            continue
+        instance, cv = _INSTANCE.search(value), _CV.search(value)
+        if instance and (newest is None or _instance(instance.group(1)) > newest[0]):
+            newest = (_instance(instance.group(1)), _text(cv.group(1)).lower() if cv else "")
+    return newest
 
 
 def our_clauses(message: Union[bytes, Message], authserv_id: str) -> List[Clause]:
@@ -180,9 +191,15 @@ class ARCSealer:
         ``cv`` is the chain as it arrived: "none", "pass" or "fail" (None: "none" when there is
         no chain).  ``results`` is the ARC-Authentication-Results text; by default the results of
         our own Authentication-Results fields.  ARCError when the message already has
-        ``max_instances`` sets or ``cv`` is missing for a message that has a chain.
+        ``max_instances`` sets, ``cv`` is missing for a message that has a chain, or the newest
+        ARC-Seal already says cv=fail: RFC 8617 section 5.1 adds nothing to a chain an earlier hop
+        recorded as broken (a chain found broken *here* is sealed cv=fail, once).
         """
         msg = Message.parse(message)
+        newest = newest_seal_cv(msg)
+        if newest is not None and newest[1] == "fail":
+            raise ARCError(f"the newest ARC-Seal (i={newest[0]}) already says cv=fail; a failed chain "
+                           "is not continued (RFC 8617 section 5.1)")
         try:
             previous = arc_sets(msg.fields)
         except ARCChainError:
@@ -236,16 +253,31 @@ def _split(field: bytes) -> Header:
     return name, value
 
 
-def sealer_from_settings(settings: Settings, domain: str, keys) -> Optional[ARCSealer]:
-    """A sealer for ``domain`` with its first RSA key from the signing table (or its only key)."""
-    entry = settings.signing.domains.get(domain.lower().rstrip("."))
-    if entry is None and settings.signing.default and settings.signing.default.domain == domain:
-        entry = settings.signing.default
+def sealer_from_settings(settings: Settings, domain: Optional[str], keys) -> Optional[ARCSealer]:
+    """A sealer as [DomainKeys] says, or None when no key is configured for the sealing domain.
+
+    The domain (d=) is ``domain`` (a list's), else ``ARCDomain``, else ``[Signing] DefaultDomain``.
+    The key: ``ARCSelector`` (its ``ARCKeyFile``, else KEYSDIR/DOMAIN/SELECTOR.key), else the first
+    RSA key of the domain's [Domains] entry (or its only key).  The AMS signs ``ARCHeaders``.
+    ``keys`` is the KeyStore: a key file that cannot be used raises KeyFileError (fail closed).
+    """
+    lists, signing = settings.lists, settings.signing
+    default = signing.default.domain if signing.default else ""
+    domain = (domain or lists.arc_domain or default).lower().rstrip(".")
+    if not domain:
+        return None
+    options = dict(headers=lists.arc_headers)
+    if lists.arc_selector:
+        path = lists.arc_key_file or signing.keys_dir / domain / f"{lists.arc_selector}.key"
+        return ARCSealer(domain, lists.arc_selector, keys.get(path), settings.verification.authserv_id, **options)
+    entry = signing.domains.get(domain)
+    if entry is None and default == domain:
+        entry = signing.default
     if entry is None:
         return None
     loaded = [(sel, keys.get(path)) for sel, path in zip(entry.selectors, entry.key_files)]
     selector, key = next(((s, k) for s, k in loaded if k.algorithm == "rsa"), loaded[0])
-    return ARCSealer(entry.domain, selector, key, settings.verification.authserv_id)
+    return ARCSealer(entry.domain, selector, key, settings.verification.authserv_id, **options)
 
 
 # --- verifying -----------------------------------------------------------------------------------
