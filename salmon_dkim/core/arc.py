@@ -116,21 +116,23 @@ def newest_seal_cv(message: Message) -> Optional[Tuple[int, str]]:
 
 
 def our_clauses(message: Union[bytes, Message], authserv_id: str) -> List[Clause]:
-    """The results of the topmost Authentication-Results field with our authserv-id, read strictly.
+    """The results of every Authentication-Results field with our authserv-id, top first, read strictly.
 
-    Forged ones were removed before ours was added, so the top one is ours; one that does not
-    parse as we write it is not ours and gives nothing.
+    Forged ones were removed before ours were added, so all of them are this ADMD's, and the
+    ARC-Authentication-Results records them together (RFC 8617 section 4.1.1; the ARC test suite's
+    ar_merged cases).  A field that does not parse as RFC 8601 is not ours and gives nothing.
     """
     if not isinstance(message, Message):
         message = Message.parse(message)
     ours = authserv_id.strip().rstrip(".").lower()
+    found: List[Clause] = []
     for value in message.values(b"authentication-results"):
         if authserv_id_of(value) == ours:
             try:
-                return parse(value)[1]
+                found += parse(value)[1]
             except AuthResError:
-                return []
-    return []
+                continue
+    return found
 
 
 _AAR_INSTANCE = re.compile(rb"[ \t\r\n]*i[ \t\r\n]*=[ \t\r\n]*[0-9]+[ \t\r\n]*;")
