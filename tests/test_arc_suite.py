@@ -11,7 +11,12 @@ tests/data/arc/ holds the suite's two files as published (see its README.md for 
   checks each of our sets instead.  (The expected sets cannot be verified as the YAML gives them:
   their ARC-Authentication-Results text is reflowed there, and an ARC-Seal signs it; the runner
   compares them only up to white space and tag order, as we do.)
-- Validation: see the validation tests below.
+- Validation: every case of the validation file through ``arc_result``, compared with the case's
+  expected cv (the chain's result).  Where RFC 8617 (or RFC 8301, which it defers to for
+  algorithms) decides a case differently from the draft the suite was written against, DISAGREE
+  below names the case, our answer and the RFC's reason; the case is still run and must give that
+  answer.  dkimpy (dkim.arc_verify) is run on every case too, and where it differs from us the
+  difference is listed in DKIMPY_DIFFERS with the reason.
 """
 from pathlib import Path
 
@@ -26,12 +31,26 @@ from salmon_dkim.core.listmail import seal_forwarded
 from salmon_dkim.core.message import Message, to_crlf
 from salmon_dkim.dns.resolver import NoRecord, ZoneResolver
 
+from peers import have_mail_dkim, mail_dkim_arc_verify
+
 SUITE = Path(__file__).with_name("data") / "arc"
 ARC_FIELDS = {"ARC-Seal": "AS", "ARC-Message-Signature": "AMS", "ARC-Authentication-Results": "AAR"}
 
 
 def _scenarios(name: str):
     return [s for s in yaml.safe_load_all((SUITE / name).read_text(encoding="utf-8")) if s]
+
+
+class _KeepDuplicates(yaml.SafeLoader):
+    """The validation file reuses a few case names within one scenario (as_fields_b_head_case,
+    _head_unfold, _eol_wsp, _inl_wsp: two different messages each); a plain YAML load would keep
+    only the second of each.  Every mapping is read as a list of pairs instead."""
+
+
+_KeepDuplicates.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    lambda loader, node: [(loader.construct_object(k, deep=True), loader.construct_object(v, deep=True))
+                          for k, v in node.value])
 
 
 def _zone(records: dict, folder: Path) -> ZoneResolver:
@@ -131,3 +150,109 @@ def test_a_chain_broken_on_arrival_is_sealed_cv_fail_and_reads_as_failed(sealed,
 
 def test_every_signing_case_is_run():
     assert len(SIGN_CASES) == 17
+
+
+# --- validation -------------------------------------------------------------------------------------
+
+def _validation_cases():
+    text = (SUITE / "arc-draft-validation-tests.yml").read_text(encoding="utf-8")
+    scenarios = [dict(s) for s in yaml.load_all(text, Loader=_KeepDuplicates) if s]
+    cases, seen = [], set()
+    for index, scenario in enumerate(scenarios):
+        for name, case in scenario["tests"]:
+            case = dict(case)
+            label = name if name not in seen else f"{name}#2"
+            seen.add(name)
+            cases.append((index, label, case["message"], (case.get("cv") or "").strip().lower()))
+    return scenarios, cases
+
+
+SCENARIOS, VALIDATION_CASES = _validation_cases()
+
+# Cases where RFC 8617 gives another answer than the suite's draft; we give the RFC's.
+_CV_FAIL = ("the suite leaves cv empty (its draft had no answer for a chain whose seal says cv=fail); "
+            "RFC 8617 5.2 step 2 (and 5.1.2): any ARC-Seal with cv=fail makes the chain fail, and i=1 "
+            "must say cv=none, i>1 cv=pass.  dkimpy answers None; Mail::DKIM says fail, as we do.")
+_SHA1 = ("the suite expects rsa-sha1 to pass; RFC 8617 takes a= from DKIM, and RFC 8301 3.1 says verifiers "
+         "MUST NOT consider rsa-sha1 signatures valid (ARC sealers sign rsa-sha256).  dkimpy fails it too; "
+         "Mail::DKIM still accepts rsa-sha1.")
+DISAGREE = {
+    "cv_fail_i1_as_cv_fail": ("fail", _CV_FAIL),
+    "cv_fail_i2_as2_fail": ("fail", _CV_FAIL),
+    "cv_fail_i2_as1_fail": ("fail", _CV_FAIL),
+    "ams_fields_a_sha1": ("fail", _SHA1),
+    "as_fields_a_sha1": ("fail", _SHA1),
+    "as_fields_t_na": ("pass", "an ARC-Seal without t=: the suite fails it, following the early drafts' "
+                               "'all of them MUST be present' (draft-ietf-dmarc-arc-protocol-06 5.1.1.1); we "
+                               "read the seal's t= as DKIM's t= (RFC 6376 3.5: RECOMMENDED, not required), "
+                               "so the seal is judged by its signature, which verifies.  dkimpy and "
+                               "Mail::DKIM pass it too."),
+}
+
+# Where dkimpy 1.1.x answers differently from us (and why we do not follow it).
+DKIMPY_DIFFERS = {
+    "cv_fail_i1_as_cv_fail": None, "cv_fail_i2_as2_fail": None, "cv_fail_i2_as1_fail": None,  # see _CV_FAIL
+    # An AMS without c=: dkimpy assumes relaxed/relaxed; the AMS has DKIM-Signature's tags (RFC 8617
+    # 4.1.2), whose c= defaults to simple/simple (RFC 6376 3.5).  This AMS was made with relaxed, so it
+    # fails under simple, as the suite and Mail::DKIM say.
+    "ams_fields_c_na": b"pass",
+}
+
+
+@pytest.fixture(scope="module")
+def suite_resolvers(tmp_path_factory):
+    return [_zone(dict(s["txt-records"]), tmp_path_factory.mktemp(f"scenario{i}")) for i, s in enumerate(SCENARIOS)]
+
+
+def _expected(name: str, suite_cv: str) -> str:
+    return DISAGREE[name][0] if name in DISAGREE else suite_cv
+
+
+@pytest.mark.parametrize("index, name, message, suite_cv", VALIDATION_CASES, ids=[c[1] for c in VALIDATION_CASES])
+def test_validation_case(suite_resolvers, index, name, message, suite_cv):
+    result, reason = arc_result(to_crlf(message.encode("utf-8")), suite_resolvers[index], Settings())
+    assert result == _expected(name, suite_cv), reason
+    assert reason
+
+
+@pytest.mark.parametrize("index, name, message, suite_cv", VALIDATION_CASES, ids=[c[1] for c in VALIDATION_CASES])
+def test_dkimpy_on_the_validation_case(suite_resolvers, index, name, message, suite_cv):
+    theirs = _dkimpy_arc(to_crlf(message.encode("utf-8")), suite_resolvers[index])
+    assert theirs == DKIMPY_DIFFERS.get(name, _expected(name, suite_cv).encode())
+
+
+def test_validation_pass_count():
+    """174 cases (170 names, four of them used twice); we agree with the suite on 168.  The other six
+    are DISAGREE's, each with its RFC reason; a suite case that is not run cannot hide here."""
+    assert len(VALIDATION_CASES) == 174
+    agree = [name for _, name, _, cv in VALIDATION_CASES if name not in DISAGREE]
+    assert len(agree) == 168
+    assert set(DISAGREE) <= {name for _, name, _, _ in VALIDATION_CASES}
+    suite_says = {name: cv for _, name, _, cv in VALIDATION_CASES if name in DISAGREE}
+    assert suite_says == {"cv_fail_i1_as_cv_fail": "", "cv_fail_i2_as2_fail": "", "cv_fail_i2_as1_fail": "",
+                          "ams_fields_a_sha1": "pass", "as_fields_a_sha1": "pass", "as_fields_t_na": "fail"}
+
+
+def _case(name):
+    return next((i, m) for i, n, m, _ in VALIDATION_CASES if n == name)
+
+
+def test_the_reasons_name_what_is_wrong(suite_resolvers):
+    def reason(name):
+        index, message = _case(name)
+        return arc_result(to_crlf(message.encode()), suite_resolvers[index], Settings())[1]
+    assert reason("ams_fields_a_sha1") == "ARC-Message-Signature i=1: a=rsa-sha1 is not an ARC algorithm"
+    assert reason("as_fields_a_sha1") == "ARC-Seal i=1: a=rsa-sha1 is not an ARC algorithm"
+    assert reason("cv_fail_i2_as2_fail") == "ARC-Seal i=2 has cv=fail, not cv=pass"
+    assert reason("ams_fields_c_na") == "ARC-Message-Signature i=1 does not verify (d=example.org, s=dummy)"
+    assert "empty tag list element" in reason("as_format_tags_sc")
+
+
+@pytest.mark.skipif(not have_mail_dkim(), reason="Mail::DKIM (perl) is not installed")
+@pytest.mark.parametrize("name, theirs", [("cv_fail_i1_as_cv_fail", "fail"), ("cv_fail_i2_as2_fail", "fail"),
+                                          ("cv_fail_i2_as1_fail", "fail"), ("as_fields_t_na", "pass"),
+                                          ("ams_fields_c_na", "fail"), ("ams_fields_a_sha1", "pass")])
+def test_what_mail_dkim_says_where_we_part_from_the_suite_or_dkimpy(suite_resolvers, name, theirs):
+    index, message = _case(name)
+    zone = suite_resolvers[index].path
+    assert mail_dkim_arc_verify(to_crlf(message.encode()), zone) == theirs

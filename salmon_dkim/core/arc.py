@@ -327,7 +327,9 @@ def _text(value: bytes) -> str:
 def _verify_ams(arc_set: ARCSet, msg: Message, keys: _KeyFetcher) -> None:
     tags = _tags(arc_set.ams, [b"i", b"a", b"b", b"bh", b"d", b"h", b"s"])
     label = f"ARC-Message-Signature i={arc_set.instance}"
-    header_canon, _, body_canon = _text(tags.get(b"c", b"relaxed/relaxed")).partition("/")
+    _algorithm(tags, label)  # before the body hash: an rsa-sha1 bh= would otherwise read as a changed body
+    # no c=: DKIM's default, simple/simple (RFC 8617 4.1.2 gives the AMS DKIM-Signature's tags; RFC 6376 3.5)
+    header_canon, _, body_canon = _text(tags.get(b"c", b"simple/simple")).partition("/")
     body_canon = body_canon or "simple"
     if header_canon not in ("relaxed", "simple") or body_canon not in ("relaxed", "simple"):
         raise ARCChainError(f"{label} has an unknown c= value")
@@ -352,14 +354,20 @@ def _verify_seal(sets: Sequence[ARCSet], keys: _KeyFetcher) -> None:
 
 def _check(keys: "_KeyFetcher", tags: Dict[bytes, bytes], label: str, data: bytes) -> None:
     """ARCChainError unless b= verifies over ``data`` with the key d= and s= name."""
-    algorithm = _text(tags[b"a"]).lower()
-    if algorithm not in ("rsa-sha256", "ed25519-sha256"):
-        raise ARCChainError(f"{label}: a={algorithm[:30]} is not an ARC algorithm")
+    algorithm = _algorithm(tags, label)
     public = keys.get(_text(tags[b"s"]), _text(tags[b"d"]))
     try:
         crypto.verify(public, algorithm, _b64(tags[b"b"], label), data)
     except crypto.BadSignature:
         raise ARCChainError(f"{label} does not verify (d={_text(tags[b'd'])}, s={_text(tags[b's'])})") from None
+
+
+def _algorithm(tags: Dict[bytes, bytes], label: str) -> str:
+    """a=, when it is one ARC signs with: rsa-sha256 or ed25519-sha256 (rsa-sha1 is refused, RFC 8301 3.1)."""
+    algorithm = _text(tags[b"a"]).lower()
+    if algorithm not in ("rsa-sha256", "ed25519-sha256"):
+        raise ARCChainError(f"{label}: a={algorithm[:30]} is not an ARC algorithm")
+    return algorithm
 
 
 def _b64(value: bytes, label: str) -> bytes:
