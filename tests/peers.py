@@ -281,7 +281,7 @@ for my $job (@$jobs) {
         my $signer = shift;
         $signer->add_signature(Mail::DKIM::DkSignature->new(Algorithm => 'rsa-sha1',
             Method => $job->{method}, Domain => $job->{domain}, Selector => $job->{selector},
-            ($job->{h} ? (Headers => $signer->headers) : ())));
+            ($job->{headers} ? (Headers => $job->{headers}) : $job->{h} ? (Headers => $signer->headers) : ())));
         return;
     });
     $s->PRINT(decode_base64($job->{message})); $s->CLOSE;
@@ -295,11 +295,12 @@ def mail_dkim_dk_sign_many(jobs: Sequence[dict]) -> List[bytes]:
     """Each job's message (CRLF) with a Mail::DKIM DomainKey-Signature on top, in one perl run.
 
     A job: message, domain, selector, key_path, and optionally method ("nofws" or "simple",
-    default "nofws") and h (default True: an h= tag listing every header; False: no h=).
+    default "nofws"), h (default True: an h= tag listing every header; False: no h=) and headers
+    (an h= value of our choosing, "from:to:to": Mail::DKIM presents the fields in that order).
     """
     payload = [{"message": base64.b64encode(crlf(j["message"])).decode("ascii"), "domain": j["domain"],
                 "selector": j["selector"], "key": str(j["key_path"]), "method": j.get("method", "nofws"),
-                "h": bool(j.get("h", True))} for j in jobs]
+                "h": bool(j.get("h", True)), "headers": j.get("headers", "")} for j in jobs]
     proc = subprocess.run(["perl", "-e", _PERL_DK_SIGN], input=json.dumps(payload).encode("ascii"),
                           capture_output=True)
     if proc.returncode != 0:

@@ -10,7 +10,8 @@ from conftest import message
 from peers import mail_dkim_arc_verify
 from salmon_dkim.core.arc import (ARCError, ARCSealer, arc_instance_count, arc_result, arrival_arc_result,
                              sealer_from_settings)
-from salmon_dkim.core.message import to_crlf
+from salmon_dkim.core.message import Message, to_crlf
+from salmon_dkim.core.tags import parse_tags
 from salmon_dkim.config import DNSSettings, DomainKeys, ListSettings, Settings, SigningSettings
 from salmon_dkim.dns.resolver import NoRecord, ZoneResolver
 from salmon_dkim.core.keys import KeyStore, load_private_key
@@ -244,3 +245,117 @@ def test_verifier_survives_an_arc_instance_too_long_for_int(resolver):
     report = Verifier(SETTINGS, resolver).verify(data)
     assert report.arc == "fail" and report.internal_error is None
     assert arc_instance_count(data) > 50
+
+
+# -- a failed chain is not continued (RFC 8617 section 5.1) ---------------------------------------------
+
+def test_a_chain_found_broken_here_is_sealed_cv_fail_over_our_own_set_only(sealed, keys_dir, resolver, zone_file):
+    key = load_private_key(keys_dir / "example.org/s2048.key")
+    failed = ARCSealer("example.org", "s2048", key, "lists.example.org").seal(sealed.replace(b"noon", b"one"),
+                                                                                "fail")
+    assert b"ARC-Seal: i=2; a=rsa-sha256; t=" in failed and b"cv=fail" in failed
+    assert arc_result(failed, resolver, SETTINGS) == ("fail", "ARC-Seal i=2 has cv=fail, not cv=pass")
+    # dkimpy 1.1.8 answers None for a chain whose newest seal says cv=fail (the draft's answer);
+    # RFC 8617 section 5.2 step 2 makes it "fail".  Either way: not a pass.
+    assert dkimpy_arc_verify(failed, zone_file) in (b"fail", None)
+
+
+def test_sealing_a_chain_whose_newest_seal_says_fail_is_refused(sealed, keys_dir):
+    key = load_private_key(keys_dir / "example.org/s2048.key")
+    failed = ARCSealer("example.org", "s2048", key, "lists.example.org").seal(sealed, "fail")
+    third = ARCSealer("example.com", "s1", load_private_key(keys_dir / "example.com/s1.key"), "mx.example.net")
+    for cv in ("pass", "fail", "none"):
+        with pytest.raises(ARCError, match=r"newest ARC-Seal \(i=2\) already says cv=fail; a failed chain is "
+                                           r"not continued \(RFC 8617 section 5.1\)"):
+            third.seal(failed, cv)
+
+
+def test_a_malformed_chain_whose_newest_seal_says_fail_is_refused_too(sealed, keys_dir):
+    key = load_private_key(keys_dir / "example.org/s2048.key")
+    failed = ARCSealer("example.org", "s2048", key, "lists.example.org").seal(sealed, "fail")
+    malformed = failed.replace(b"ARC-Message-Signature: i=1;", b"X-Removed: i=1;")  # i=1 has no AMS now
+    with pytest.raises(ARCError, match="already says cv=fail"):
+        ARCSealer("example.com", "s1", load_private_key(keys_dir / "example.com/s1.key"),
+                  "mx.example.net").seal(malformed, "pass")
+
+
+# -- a tag list with an empty item makes the set invalid (RFC 6376 section 3.2) --------------------------
+
+@pytest.mark.parametrize("field, old, new", [
+    (b"ARC-Seal", b"d=example.com; s=s1;", b"d=example.com;; s=s1;"),
+    (b"ARC-Seal", b"ARC-Seal: i=1;", b"ARC-Seal: ;i=1;"),
+    (b"ARC-Message-Signature", b"d=example.com; s=s1;", b"d=example.com; s=s1;;"),
+])
+def test_an_empty_tag_list_item_fails_the_chain_and_says_so(sealed, resolver, zone_file, field, old, new):
+    start = sealed.index(field + b":")
+    unfolded = sealed[:start] + sealed[start:].replace(b";\r\n s=", b"; s=", 1)
+    assert old in unfolded[start:start + 300]
+    edited = unfolded[:start] + unfolded[start:].replace(old, new, 1)
+    result, reason = arc_result(edited, resolver, SETTINGS)
+    assert result == "fail"
+    assert reason.startswith(f"{field.decode()} i=1 is malformed: empty tag list element"), reason
+    assert dkimpy_arc_verify(edited, zone_file) == b"fail"
+
+
+# -- options a forwarder needs: [DomainKeys] ARCDomain, ARCSelector, ARCKeyFile, ARCHeaders ----------------
+
+def _settings_with(keys_dir, **lists):
+    entry = DomainKeys("example.com", ("s1",), (keys_dir / "example.com/s1.key",))
+    return Settings(signing=SigningSettings(keys_dir=keys_dir, domains=MappingProxyType({"example.com": entry})),
+                    lists=replace(ListSettings(), **lists))
+
+
+def test_arc_selector_names_the_sealing_key_under_keys_dir(keys_dir):
+    sealer = sealer_from_settings(_settings_with(keys_dir, arc_domain="example.org", arc_selector="s2048"),
+                                  None, KeyStore())
+    assert (sealer.domain, sealer.selector, sealer.algorithm) == ("example.org", "s2048", "rsa-sha256")
+
+
+def test_arc_key_file_replaces_the_keys_dir_layout(keys_dir, tmp_path):
+    from conftest import KEYS, private_copy
+    path = private_copy(KEYS / "example.org.rsa2048.key", tmp_path / "elsewhere" / "arc.key")
+    settings = _settings_with(keys_dir, arc_domain="example.org", arc_selector="s2048", arc_key_file=path)
+    assert sealer_from_settings(settings, None, KeyStore()).key.path == path
+
+
+def test_without_arc_options_a_forwarder_seals_as_the_default_domain_or_not_at_all(keys_dir):
+    settings = _settings_with(keys_dir)
+    assert sealer_from_settings(settings, None, KeyStore()) is None
+    default = DomainKeys("example.com", ("s1",), (keys_dir / "example.com/s1.key",))
+    settings = replace(settings, signing=replace(settings.signing, default=default))
+    assert sealer_from_settings(settings, None, KeyStore()).domain == "example.com"
+
+
+def test_arc_headers_are_what_the_message_signature_signs(keys_dir, resolver, zone_file):
+    settings = _settings_with(keys_dir, arc_domain="example.com", arc_headers=("from", "subject"))
+    sealed = sealer_from_settings(settings, None, KeyStore()).seal(to_crlf(message("plain.eml")))
+    ams = Message.parse(sealed).values(b"arc-message-signature")[0]
+    assert parse_tags(ams)[b"h"].replace(b"\r\n ", b"") == b"from:subject"
+    assert arc_result(sealed, resolver, SETTINGS)[0] == "pass"
+    assert dkimpy_arc_verify(sealed, zone_file) == b"pass"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("ARCKeyFile = arc.key\n", "[DomainKeys] ARCKeyFile: needs ARCSelector"),
+    ("ARCDomain = example.com\nARCSelector = nosuch\n",
+     "[DomainKeys] ARCSelector: key file {keys}/example.com/nosuch.key for ARC selector 'nosuch' is missing"),
+    ("ARCHeaders = subject, to\n", "[DomainKeys] ARCHeaders: must include 'from'"),
+    ("ARCHeaders = from, arc-seal\n", "[DomainKeys] ARCHeaders: must not include 'arc-seal'"),
+])
+def test_arc_options_that_cannot_work_stop_loading_with_one_line(tmp_path, keys_dir, text, expected):
+    from salmon_dkim.config import ConfigError, load_settings
+    path = tmp_path / "arc.ini"
+    path.write_text(f"[Signing]\nKeysDir = {keys_dir}\n[DomainKeys]\n{text}")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert expected.format(keys=keys_dir) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_arc_options_load_into_the_list_settings(tmp_path, keys_dir):
+    from salmon_dkim.config import load_settings
+    path = tmp_path / "arc.ini"
+    path.write_text(f"[Signing]\nKeysDir = {keys_dir}\n[DomainKeys]\nARCDomain = Example.ORG.\n"
+                    "ARCSelector = s2048\nARCHeaders = From, Subject\n")
+    lists = load_settings(path).lists
+    assert (lists.arc_domain, lists.arc_selector, lists.arc_key_file, lists.arc_headers) == (
+        "example.org", "s2048", None, ("from", "subject"))

@@ -11,7 +11,7 @@ from salmon_dkim.core.message import to_crlf
 from salmon_dkim.config import DomainKeys, ListSettings, LoggingSettings, Settings, SigningSettings
 from salmon_dkim.dns.resolver import ZoneResolver
 from salmon_dkim.core.keys import load_private_key
-from salmon_dkim.core.listmail import is_list_mail, prepare_list_post, strip_signatures
+from salmon_dkim.core.listmail import is_list_mail, prepare_list_post, seal_forwarded, strip_signatures
 from salmon_dkim.core.dkim import dkim_sign
 from salmon_dkim.core.signer import Signer
 from salmon_dkim.core.verifier import Verifier
@@ -143,3 +143,92 @@ def test_post_past_max_arc_instances_goes_out_signed_but_unsealed(post, settings
     sent = prepare_list_post(sealer.seal(post), options, "example.com", Signer(settings), sealer,
                              arrival_cv="pass")
     assert sent.startswith(b"DKIM-Signature:") and sent.count(b"ARC-Seal:") == 1
+
+
+# -- forwarded mail: sealed, not list-processed (listmail.seal_forwarded, SigningRelay(seal=True)) ----------
+
+FORWARDER = b"Authentication-Results: lists.example.com;\r\n dkim=pass header.d=example.org; arc=none\r\n"
+
+
+@pytest.fixture
+def forwarded(keys_dir):
+    """A message from example.org (signed there) as our MX received it: our Authentication-Results on top."""
+    original = to_crlf(message("plain.eml")).replace(b"alice@example.com", b"alice@example.org")
+    signature = dkim_sign(original, "example.org", "s2048", load_private_key(keys_dir / "example.org/s2048.key"))
+    return FORWARDER + signature + original
+
+
+def test_forwarded_mail_is_sealed_over_our_arrival_results_and_left_as_it_was(forwarded, settings, sealer,
+                                                                              resolver, zone_file):
+    from test_arc import dkimpy_arc_verify
+    sent = seal_forwarded(forwarded, settings, sealer)
+    assert sent.endswith(forwarded)
+    assert b"ARC-Authentication-Results: i=1; lists.example.com;\r\n dkim=pass header.d=example.org;\r\n" \
+           b" arc=none\r\n" in sent
+    assert arc_result(sent, resolver, settings) == ("pass", "1 ARC set verified, last sealed by example.com")
+    assert dkimpy_arc_verify(sent, zone_file) == b"pass"
+    assert mail_dkim_arc_verify(sent, zone_file) == "pass"
+    assert dkim_domains(sent, settings, resolver) == [("example.org", "pass")]
+
+
+def test_forwarding_extends_a_chain_our_authentication_results_recorded_as_passing(forwarded, settings, sealer,
+                                                                                  keys_dir, resolver, zone_file):
+    upstream = ARCSealer("example.org", "s2048", load_private_key(keys_dir / "example.org/s2048.key"),
+                         "mx.example.org").seal(forwarded)
+    arrived = b"Authentication-Results: lists.example.com; arc=pass\r\n" + upstream
+    sent = seal_forwarded(arrived, settings, sealer)
+    assert sent.startswith(b"ARC-Seal: i=2; a=rsa-sha256;") and b"cv=pass" in sent[:200]
+    assert arc_result(sent, resolver, settings)[0] == "pass"
+    assert mail_dkim_arc_verify(sent, zone_file) == "pass"
+
+
+def test_forwarding_checks_the_chain_itself_when_our_header_did_not_record_it(forwarded, settings, sealer,
+                                                                             keys_dir, resolver):
+    upstream = ARCSealer("example.org", "s2048", load_private_key(keys_dir / "example.org/s2048.key"),
+                         "mx.example.org").seal(forwarded)
+    broken = upstream.replace(b"noon", b"one")  # the body changed on the way to us
+    sent = seal_forwarded(broken, settings, sealer, resolver=resolver)
+    assert sent.startswith(b"ARC-Seal: i=2;") and b"cv=fail" in sent[:200]
+
+
+def test_forwarding_a_chain_whose_newest_seal_says_fail_sends_it_unsealed_and_logs_why(forwarded, settings,
+                                                                                      sealer, keys_dir, caplog):
+    failed = ARCSealer("example.org", "s2048", load_private_key(keys_dir / "example.org/s2048.key"),
+                       "mx.example.org").seal(sealer.seal(forwarded), "fail")
+    assert seal_forwarded(failed, settings, sealer, arrival_cv="fail") == failed
+    assert "forwarded message not ARC-sealed: the newest ARC-Seal (i=2) already says cv=fail" in caplog.text
+
+
+def _forwarding_relay(tmp_path, domainkeys: str):
+    from salmonserver import install_keys, write_ini
+    from salmon_dkim.salmon import context as glue
+    install_keys(tmp_path / "keys")
+    return glue.DKIM.from_config(write_ini(tmp_path / "main.ini", tmp_path, extra=f"[DomainKeys]\n{domainkeys}\n"))
+
+
+def test_a_relay_that_forwards_seals_a_strangers_message_it_does_not_sign(tmp_path, forwarded, zone_file):
+    from salmon import mail
+    from salmonserver import AUTHSERV_ID, SMTPSink
+    dkim = _forwarding_relay(tmp_path, "ARCDomain = example.com\nARCSelector = s1")
+    arrived = forwarded.replace(b"lists.example.com", AUTHSERV_ID.encode())
+    request = mail.MailRequest(("192.0.2.7", 25), "alice@example.org", "bob@remote.example", arrived)
+    with SMTPSink(tmp_path / "sink") as sink:
+        dkim.relay("127.0.0.1", sink.port, seal=True).deliver(request, To="bob@remote.example")
+        sent = sink.received("bob")
+    assert sent.endswith(arrived) and sent.startswith(b"ARC-Seal: i=1;")
+    assert sent.count(b"DKIM-Signature:") == 1  # the author's: a stranger's mail is sealed, never signed
+    assert arc_result(sent, dkim.resolver, dkim.settings)[0] == "pass"
+    assert mail_dkim_arc_verify(sent, zone_file) == "pass"
+
+
+def test_deliver_seal_false_or_no_arc_key_sends_the_message_unsealed(tmp_path, forwarded, caplog):
+    from salmonserver import SMTPSink
+    dkim = _forwarding_relay(tmp_path, "")
+    with SMTPSink(tmp_path / "sink") as sink:
+        dkim.relay("127.0.0.1", sink.port, seal=True).deliver(forwarded, To="bob@remote.example",
+                                                             From="alice@example.org", seal=False)
+        assert b"ARC-Seal" not in sink.received("bob")
+        dkim.relay("127.0.0.1", sink.port).deliver(forwarded, To="carol@remote.example", From="alice@example.org",
+                                                   seal=True)
+        assert b"ARC-Seal" not in sink.received("carol")
+    assert "forwarded message not ARC-sealed: no ARC key" in caplog.text

@@ -133,7 +133,7 @@ def _shown(path: Path) -> str:
 
 
 def _domain_keys(domain, selectors, key_files, include_subdomains, keys_dir, base, name, where,
-                 check_key_files, enabled=True, lifecycle=False) -> DomainKeys:
+                 check_key_files, enabled=True, lifecycle=False, domainkeys=(False, "nofws")) -> DomainKeys:
     domain = domain.lower().rstrip(".")
     if key_files and len(key_files) != len(selectors):
         raise ConfigError(f"{name}: {where} KeyFiles: gives {len(key_files)} files for "
@@ -148,7 +148,7 @@ def _domain_keys(domain, selectors, key_files, include_subdomains, keys_dir, bas
                 fix = (f"create it with: salmon-dkim keygen {domain} --selector {sel} --keys-dir {_shown(f.parent.parent)}"
                        if laid_out else "check KeyFiles")
                 raise ConfigError(f"{name}: {where}: key file {f} for selector {sel!r} is missing; {fix}")
-    return DomainKeys(domain, tuple(selectors), files, include_subdomains, enabled)
+    return DomainKeys(domain, tuple(selectors), files, include_subdomains, enabled, *domainkeys)
 
 
 def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Settings:
@@ -156,11 +156,15 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
                        raw["DomainKeys"], raw["Logging"])
     keys_dir = _path(base, s["KeysDir"])
     domains = {}
+    # DomainKeys signing: [Signing] gives the default, a [[domain]] that says otherwise wins
+    dk_default = (s["SignDomainKeys"], s["DomainKeysCanonicalization"])
     for domain, entry in raw["Domains"].items():
         where = f"[Domains] [[{domain}]]"
+        dk_signing = tuple(default if own is None else own for own, default in
+                           zip((entry["SignDomainKeys"], entry["DomainKeysCanonicalization"]), dk_default))
         domains[domain.lower().rstrip(".")] = _domain_keys(
             domain, entry["Selectors"], entry["KeyFiles"], entry["IncludeSubdomains"],
-            keys_dir, base, name, where, check_key_files, entry["Enabled"], s["RequirePublishedKeys"])
+            keys_dir, base, name, where, check_key_files, entry["Enabled"], s["RequirePublishedKeys"], dk_signing)
     default = None
     if s["DefaultDomain"] or s["DefaultSelectors"]:
         if not (s["DefaultDomain"] and s["DefaultSelectors"]):
@@ -168,7 +172,7 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
                               "set both or neither")
         default = _domain_keys(s["DefaultDomain"], s["DefaultSelectors"], [], False, keys_dir, base,
                                name, "[Signing] DefaultSelectors", check_key_files,
-                               lifecycle=s["RequirePublishedKeys"])
+                               lifecycle=s["RequirePublishedKeys"], domainkeys=dk_default)
     header_canon, body_canon = s["Canonicalization"].split("/")
     headers = tuple(h.lower() for h in s["Headers"])
     if "from" not in headers:
@@ -185,7 +189,9 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
         require_published_keys=s["RequirePublishedKeys"],
         shared_signature=s["SharedSignature"], pending_key_days=s["PendingKeyDays"],
         retire_after_days=s["RetireAfterDays"], pending_check_seconds=s["PendingKeyCheckSeconds"],
-        active_check_seconds=s["ActiveKeyCheckSeconds"])
+        active_check_seconds=s["ActiveKeyCheckSeconds"],
+        sign_domainkeys=s["SignDomainKeys"], domainkeys_canon=s["DomainKeysCanonicalization"],
+        domainkeys_headers=tuple(h.lower() for h in s["DomainKeysHeaders"] if h))
     verification = VerificationSettings(
         enabled=v["Enabled"], authserv_id=v["AuthservId"] or socket.getfqdn(),
         max_signatures=v["MaxSignatures"], clock_drift=v["ClockDrift"],
@@ -203,11 +209,12 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
         score_header=v["ScoreHeader"], close_connection_on_reject=v["CloseConnectionOnReject"],
         temperror_action=v["TempErrorAction"], internal_error_action=v["InternalErrorAction"],
         use_cache=v["UseCache"], adsp=v["ADSP"], adsp_action=v["ADSPAction"],
-        adsp_score=v["ADSPScore"], max_message_size=v["MaxMessageSize"])
+        adsp_score=v["ADSPScore"], max_message_size=v["MaxMessageSize"],
+        verify_domainkeys=v["VerifyDomainKeys"])
     lists = ListSettings(
         strip_sigs_from_list_mail=dk["StripSigsFromListMail"], sign_list_mail=dk["SignListMail"],
         arc_seal=dk["ARCSeal"], arc_verify=dk["ARCVerify"], max_arc_instances=dk["MaxARCInstances"],
-        dmarc_mitigation=dk["DMARCMitigation"])
+        dmarc_mitigation=dk["DMARCMitigation"], **_arc_options(dk, keys_dir, base, name, check_key_files))
     zone = _path(base, d["ZoneFile"])
     if zone is not None and not zone.is_file():
         raise ConfigError(f"{name}: [DNS] ZoneFile: {zone} does not exist")
@@ -236,6 +243,27 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
     return Settings(signing, verification, lists, dns, logging_, metrics=metrics, spf=spf, dmarc=dmarc,
                     source=Path(name).resolve() if name != "<defaults>" else None,
                     submission=_submission(raw["Submission"], name, base, check_key_files))
+
+
+def _arc_options(dk, keys_dir: Path, base: Path, name: str, check_files: bool) -> dict:
+    """[DomainKeys] ARCDomain, ARCSelector, ARCKeyFile, ARCHeaders; the key file must exist when named."""
+    domain = dk["ARCDomain"].strip().lower().rstrip(".")
+    selector, key_file = dk["ARCSelector"].strip(), _path(base, dk["ARCKeyFile"])
+    headers = tuple(h.strip().lower() for h in dk["ARCHeaders"] if h.strip())
+    if "from" not in headers:
+        raise ConfigError(f"{name}: [DomainKeys] ARCHeaders: must include 'from' (RFC 8617 section 4.1.2 "
+                          "signs as DKIM does)")
+    if "arc-seal" in headers:
+        raise ConfigError(f"{name}: [DomainKeys] ARCHeaders: must not include 'arc-seal' (RFC 8617 section 4.1.2)")
+    if key_file is not None and not selector:
+        raise ConfigError(f"{name}: [DomainKeys] ARCKeyFile: needs ARCSelector (the s= its public key is "
+                          "published under)")
+    if check_files and selector:
+        path = key_file or (keys_dir / domain / f"{selector}.key" if domain else None)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{name}: [DomainKeys] ARCSelector: key file {path} for ARC selector {selector!r} "
+                              f"is missing; create it with salmon-dkim keygen, or set ARCKeyFile")
+    return {"arc_domain": domain, "arc_selector": selector, "arc_key_file": key_file, "arc_headers": headers}
 
 
 def _submission(sub, name: str, base: Path, check_files: bool) -> SubmissionSettings:

@@ -29,6 +29,8 @@ class DomainKeys:
     key_files: Tuple[Path, ...]
     include_subdomains: bool = False
     enabled: bool = True
+    sign_domainkeys: bool = False  # also a DomainKey-Signature (RFC 4870) with the domain's RSA key
+    domainkeys_canon: str = "nofws"  # "nofws" | "simple"
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class SigningSettings:
     retire_after_days: float = 7.0
     pending_check_seconds: float = 30.0
     active_check_seconds: float = 3600.0
+    sign_domainkeys: bool = False  # [Signing] SignDomainKeys: the default of every [Domains] entry
+    domainkeys_canon: str = "nofws"  # [Signing] DomainKeysCanonicalization: the same, for c=
+    domainkeys_headers: Tuple[str, ...] = ()  # the DomainKey-Signature's h= names; () = no h=, every field
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class VerificationSettings:
     adsp_action: str = "reject"
     adsp_score: float = 5.0
     max_message_size: int = 50 * 1024 * 1024
+    verify_domainkeys: bool = True  # check DomainKey-Signatures (only when no DKIM signature passes)
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,14 @@ class ListSettings:
     arc_verify: bool = True
     max_arc_instances: int = 10
     dmarc_mitigation: str = "munge_from"  # "munge_from" | "wrap_message" | "none"
+    arc_domain: str = ""  # d= of our seals on forwarded mail; "" = [Signing] DefaultDomain
+    arc_selector: str = ""  # "" = the sealing domain's first RSA key in [Domains]
+    arc_key_file: Optional[Path] = None  # None = KEYSDIR/DOMAIN/ARCSELECTOR.key
+    arc_headers: Tuple[str, ...] = ("from", "to", "cc", "subject", "date", "message-id", "reply-to",
+                                    "in-reply-to", "references", "mime-version", "content-type",
+                                    "content-transfer-encoding", "list-id", "list-post", "list-unsubscribe",
+                                    "list-subscribe", "list-help", "list-archive", "list-owner",
+                                    "dkim-signature")  # the ARC-Message-Signature's h= names, when present
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""ARC (RFC 8617): seal mail a list redistributes, and verify the chain on mail that arrives.
+"""ARC (RFC 8617): seal mail a list or a forwarder sends on, and verify the chain on mail that arrives.
 
 An ARC set is three header fields with the same instance ``i=``: the
 ARC-Authentication-Results (what this hop saw on arrival), the
@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from salmon_dkim.config import Settings
+from salmon_dkim.config import ListSettings, Settings
 from salmon_dkim.core import crypto
 from salmon_dkim.core.authres import AuthResError, Clause, authserv_id_of, clause_text, parse
 from salmon_dkim.core.canon import body_hash, canon_header
@@ -30,13 +30,11 @@ AAR, AMS, SEAL = b"arc-authentication-results", b"arc-message-signature", b"arc-
 ARC_FIELDS = (AAR, AMS, SEAL)
 RFC_MAX_INSTANCES = 50  # RFC 8617 section 4.2.1
 
-# What a list's ARC-Message-Signature covers, when present (never ARC-Seal, never A-R).
-AMS_HEADERS = ("from", "to", "cc", "subject", "date", "message-id", "reply-to", "in-reply-to",
-               "references", "mime-version", "content-type", "content-transfer-encoding",
-               "list-id", "list-post", "list-unsubscribe", "list-subscribe", "list-help",
-               "list-archive", "list-owner", "dkim-signature")
+# What our ARC-Message-Signature covers, when present (never ARC-Seal, never A-R): [DomainKeys] ARCHeaders.
+AMS_HEADERS = ListSettings().arc_headers
 
 _INSTANCE = re.compile(rb"(?:^|;)[ \t\r\n]*i[ \t\r\n]*=[ \t\r\n]*([0-9]+)")
+_CV = re.compile(rb"(?:^|;)[ \t\r\n]*cv[ \t\r\n]*=[ \t\r\n]*([A-Za-z]*)")
 _HUGE = 10 ** 9  # stands for any longer i= digit string: int() refuses over 4300 digits
 
 
@@ -45,7 +43,7 @@ def _instance(digits: bytes) -> int:
 
 
 class ARCError(Exception):
-    """A message that cannot be sealed (too many ARC sets, an unchecked chain)."""
+    """A message that cannot be sealed (too many ARC sets, an unchecked or already failed chain, no key)."""
 
 
 @dataclass(frozen=True)
@@ -104,22 +102,37 @@ def arc_instance_count(message: Union[bytes, Message]) -> int:
     return max(found, default=0)
 
 
-def our_clauses(message: Union[bytes, Message], authserv_id: str) -> List[Clause]:
-    """The results of the topmost Authentication-Results field with our authserv-id, read strictly.
+def newest_seal_cv(message: Message) -> Optional[Tuple[int, str]]:
+    """(instance, cv) of the ARC-Seal with the highest i=, read even from a chain that is malformed;
+    None without one.  cv is lower case, "" when the seal has none."""
+    newest = None
+    for name, value in message.fields:
+        if field_name(name) != SEAL:
+            continue
+        instance, cv = _INSTANCE.search(value), _CV.search(value)
+        if instance and (newest is None or _instance(instance.group(1)) > newest[0]):
+            newest = (_instance(instance.group(1)), _text(cv.group(1)).lower() if cv else "")
+    return newest
 
-    Forged ones were removed before ours was added, so the top one is ours; one that does not
-    parse as we write it is not ours and gives nothing.
+
+def our_clauses(message: Union[bytes, Message], authserv_id: str) -> List[Clause]:
+    """The results of every Authentication-Results field with our authserv-id, top first, read strictly.
+
+    Forged ones were removed before ours were added, so all of them are this ADMD's, and the
+    ARC-Authentication-Results records them together (RFC 8617 section 4.1.1; the ARC test suite's
+    ar_merged cases).  A field that does not parse as RFC 8601 is not ours and gives nothing.
     """
     if not isinstance(message, Message):
         message = Message.parse(message)
     ours = authserv_id.strip().rstrip(".").lower()
+    found: List[Clause] = []
     for value in message.values(b"authentication-results"):
         if authserv_id_of(value) == ours:
             try:
-                return parse(value)[1]
+                found += parse(value)[1]
             except AuthResError:
-                return []
-    return []
+                continue
+    return found
 
 
 _AAR_INSTANCE = re.compile(rb"[ \t\r\n]*i[ \t\r\n]*=[ \t\r\n]*[0-9]+[ \t\r\n]*;")
@@ -180,9 +193,15 @@ class ARCSealer:
         ``cv`` is the chain as it arrived: "none", "pass" or "fail" (None: "none" when there is
         no chain).  ``results`` is the ARC-Authentication-Results text; by default the results of
         our own Authentication-Results fields.  ARCError when the message already has
-        ``max_instances`` sets or ``cv`` is missing for a message that has a chain.
+        ``max_instances`` sets, ``cv`` is missing for a message that has a chain, or the newest
+        ARC-Seal already says cv=fail: RFC 8617 section 5.1 adds nothing to a chain an earlier hop
+        recorded as broken (a chain found broken *here* is sealed cv=fail, once).
         """
         msg = Message.parse(message)
+        newest = newest_seal_cv(msg)
+        if newest is not None and newest[1] == "fail":
+            raise ARCError(f"the newest ARC-Seal (i={newest[0]}) already says cv=fail; a failed chain "
+                           "is not continued (RFC 8617 section 5.1)")
         try:
             previous = arc_sets(msg.fields)
         except ARCChainError:
@@ -236,16 +255,31 @@ def _split(field: bytes) -> Header:
     return name, value
 
 
-def sealer_from_settings(settings: Settings, domain: str, keys) -> Optional[ARCSealer]:
-    """A sealer for ``domain`` with its first RSA key from the signing table (or its only key)."""
-    entry = settings.signing.domains.get(domain.lower().rstrip("."))
-    if entry is None and settings.signing.default and settings.signing.default.domain == domain:
-        entry = settings.signing.default
+def sealer_from_settings(settings: Settings, domain: Optional[str], keys) -> Optional[ARCSealer]:
+    """A sealer as [DomainKeys] says, or None when no key is configured for the sealing domain.
+
+    The domain (d=) is ``domain`` (a list's), else ``ARCDomain``, else ``[Signing] DefaultDomain``.
+    The key: ``ARCSelector`` (its ``ARCKeyFile``, else KEYSDIR/DOMAIN/SELECTOR.key), else the first
+    RSA key of the domain's [Domains] entry (or its only key).  The AMS signs ``ARCHeaders``.
+    ``keys`` is the KeyStore: a key file that cannot be used raises KeyFileError (fail closed).
+    """
+    lists, signing = settings.lists, settings.signing
+    default = signing.default.domain if signing.default else ""
+    domain = (domain or lists.arc_domain or default).lower().rstrip(".")
+    if not domain:
+        return None
+    options = dict(headers=lists.arc_headers)
+    if lists.arc_selector:
+        path = lists.arc_key_file or signing.keys_dir / domain / f"{lists.arc_selector}.key"
+        return ARCSealer(domain, lists.arc_selector, keys.get(path), settings.verification.authserv_id, **options)
+    entry = signing.domains.get(domain)
+    if entry is None and default == domain:
+        entry = signing.default
     if entry is None:
         return None
     loaded = [(sel, keys.get(path)) for sel, path in zip(entry.selectors, entry.key_files)]
     selector, key = next(((s, k) for s, k in loaded if k.algorithm == "rsa"), loaded[0])
-    return ARCSealer(entry.domain, selector, key, settings.verification.authserv_id)
+    return ARCSealer(entry.domain, selector, key, settings.verification.authserv_id, **options)
 
 
 # --- verifying -----------------------------------------------------------------------------------
@@ -293,7 +327,9 @@ def _text(value: bytes) -> str:
 def _verify_ams(arc_set: ARCSet, msg: Message, keys: _KeyFetcher) -> None:
     tags = _tags(arc_set.ams, [b"i", b"a", b"b", b"bh", b"d", b"h", b"s"])
     label = f"ARC-Message-Signature i={arc_set.instance}"
-    header_canon, _, body_canon = _text(tags.get(b"c", b"relaxed/relaxed")).partition("/")
+    _algorithm(tags, label)  # before the body hash: an rsa-sha1 bh= would otherwise read as a changed body
+    # no c=: DKIM's default, simple/simple (RFC 8617 4.1.2 gives the AMS DKIM-Signature's tags; RFC 6376 3.5)
+    header_canon, _, body_canon = _text(tags.get(b"c", b"simple/simple")).partition("/")
     body_canon = body_canon or "simple"
     if header_canon not in ("relaxed", "simple") or body_canon not in ("relaxed", "simple"):
         raise ARCChainError(f"{label} has an unknown c= value")
@@ -318,14 +354,20 @@ def _verify_seal(sets: Sequence[ARCSet], keys: _KeyFetcher) -> None:
 
 def _check(keys: "_KeyFetcher", tags: Dict[bytes, bytes], label: str, data: bytes) -> None:
     """ARCChainError unless b= verifies over ``data`` with the key d= and s= name."""
-    algorithm = _text(tags[b"a"]).lower()
-    if algorithm not in ("rsa-sha256", "ed25519-sha256"):
-        raise ARCChainError(f"{label}: a={algorithm[:30]} is not an ARC algorithm")
+    algorithm = _algorithm(tags, label)
     public = keys.get(_text(tags[b"s"]), _text(tags[b"d"]))
     try:
         crypto.verify(public, algorithm, _b64(tags[b"b"], label), data)
     except crypto.BadSignature:
         raise ARCChainError(f"{label} does not verify (d={_text(tags[b'd'])}, s={_text(tags[b's'])})") from None
+
+
+def _algorithm(tags: Dict[bytes, bytes], label: str) -> str:
+    """a=, when it is one ARC signs with: rsa-sha256 or ed25519-sha256 (rsa-sha1 is refused, RFC 8301 3.1)."""
+    algorithm = _text(tags[b"a"]).lower()
+    if algorithm not in ("rsa-sha256", "ed25519-sha256"):
+        raise ARCChainError(f"{label}: a={algorithm[:30]} is not an ARC algorithm")
+    return algorithm
 
 
 def _b64(value: bytes, label: str) -> bytes:

@@ -141,7 +141,8 @@ def signature_clause(r: SignatureResult) -> Clause:
 def report_clauses(report: VerificationReport) -> List[Clause]:
     """The clauses of a verification: one per signature (``dkim=none`` when unsigned), then arc= and
     dkim-adsp= when they ran."""
-    clauses = [signature_clause(r) for r in report.results]
+    # a DomainKey-Signature not checked (result "none") is no result: domainkeys=none would say "not signed"
+    clauses = [signature_clause(r) for r in report.results if not (r.type == "domainkeys" and r.result == "none")]
     if not clauses:
         clauses.append(Clause("dkim", "none", report.unverified_reason))
     if report.arc:

@@ -27,10 +27,13 @@ class BadSignature(Exception):
     """The signature does not verify; str() says how (wrong length, or a mismatch)."""
 
 
-def sign(key, algorithm: str, data: bytes) -> bytes:
-    """The signature of ``data`` by a ``cryptography`` private key, for an a= value of :data:`ALGORITHMS`."""
+def sign(key, algorithm: str, data: bytes, *, prehashed: bool = False) -> bytes:
+    """The signature of ``data`` by a ``cryptography`` private key, for an a= value of :data:`ALGORITHMS`.
+
+    ``prehashed``: ``data`` is already the digest (hashed as it streamed by, as DomainKeys does).
+    """
     key_type, hash_name = ALGORITHMS[algorithm]
-    digest = hashlib.new(hash_name, data).digest()
+    digest = data if prehashed else hashlib.new(hash_name, data).digest()
     if key_type == "ed25519":
         return key.sign(digest)  # RFC 8463: Ed25519 over the SHA-256 digest of the data
     return key.sign(digest, padding.PKCS1v15(), utils.Prehashed(_HASHES[hash_name]()))

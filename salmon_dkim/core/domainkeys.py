@@ -1,9 +1,20 @@
-"""Verify DomainKey-Signature headers (RFC 4870, historic), as MDaemon still does.
+"""DomainKey-Signature headers (RFC 4870, historic): sign as Mailtraq does, verify as MDaemon does.
 
 DomainKeys is DKIM's predecessor: one RSA-SHA1 signature over the header
 fields *below* the signature and the body together, canonicalized ``simple``
 or ``nofws``, with the key at ``SELECTOR._domainkey.DOMAIN`` in the DKIM record
-format.  dkimpy has no DomainKeys at all.  ``verify_domainkeys`` gives one
+format.  dkimpy has no DomainKeys at all; Mail::DKIM, the peer our tests use,
+does, and where RFC 4870 leaves room we read a signature as it does:
+
+- the fields signed are those below the signature; with ``h=`` they are taken
+  in h= order, a name listed once taking every instance of it and a name
+  listed n times the last n instances (RFC 4870 3.3 asks signers to list h= in
+  message order, where both readings agree);
+- the sending address comes from the *signed* fields only: the last Sender
+  signed, unless it is empty, else the last From signed; the first address of
+  that field counts.
+
+``sign_domainkeys`` makes one signature; ``verify_domainkeys`` gives one
 signature an RFC 8601 result word and a reason, never raising on message
 content:
 
@@ -26,14 +37,14 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from salmon_dkim.core import crypto
 from salmon_dkim.core.canon import canonical_body
 from salmon_dkim.core.keyfetch import DOMAIN, SignatureProblem, fetch_key
-from salmon_dkim.core.keys import KeyRecord, key_name, parse_key_record
+from salmon_dkim.core.keys import KeyRecord, PrivateKey, key_name, parse_key_record
 from salmon_dkim.core.message import AddressError, Header, Message, field_name, parse_mailboxes
-from salmon_dkim.core.tags import parse_tags
+from salmon_dkim.core.tags import header_bytes, parse_tags, signature_lines, spill
 from salmon_dkim.dns.resolver import TXTResolver
 
 ALGORITHM = "rsa-sha1"
@@ -49,7 +60,7 @@ class DomainKeySignature:
     domain: str
     selector: str
     canon: str  # "simple" | "nofws"
-    signed_headers: Optional[frozenset]  # h= names, lower case; None: every header below the signature
+    signed_headers: Optional[Tuple[bytes, ...]]  # h= names in order, lower case; None: every field below
     signature: bytes
 
 
@@ -94,7 +105,7 @@ def parse_domainkey_signature(value: bytes) -> DomainKeySignature:
         raise ValueError(f"s={selector[:60]} is not a selector")
     signed = None
     if b"h" in tags:
-        signed = frozenset(h.strip(_FWS).lower() for h in tags[b"h"].split(b":")) - {b""}
+        signed = tuple(name for name in (h.strip(_FWS).lower() for h in tags[b"h"].split(b":")) if name)
         if not signed:
             raise ValueError("h= names no header field")
     try:
@@ -106,26 +117,62 @@ def parse_domainkey_signature(value: bytes) -> DomainKeySignature:
     return DomainKeySignature(domain, selector, canon, signed, signature)
 
 
-def sending_address(headers: Sequence[Header]) -> Tuple[str, str]:
-    """(address, "sender" | "from"): the Sender field's address if there is one, else From's.
+def signed_fields(headers: Sequence[Header], signed: Optional[Sequence[bytes]]) -> List[Header]:
+    """The fields a DomainKey-Signature hashes, in the order it hashes them.
 
-    ``headers`` are the fields the signature covers (those below it).  ValueError when the
-    field is repeated or does not hold exactly one address.
+    ``headers``: the fields below the signature; ``signed``: its h= names (lower case), None for
+    none.  Walking h= from its end, a name listed again further up takes its last instance left,
+    its first (or only) listing every instance left, as Mail::DKIM does.  Linear in the input.
     """
-    for field in ("sender", "from"):
-        values = [v for n, v in headers if field_name(n) == field.encode()]
-        if not values:
+    if signed is None:
+        return list(headers)
+    instances: Dict[bytes, List[Header]] = {}
+    for name, value in headers:
+        instances.setdefault(field_name(name), []).append((name, value))
+    left: Dict[bytes, int] = {}
+    for name in signed:
+        left[name] = left.get(name, 0) + 1
+    chosen: List[Header] = []
+    for name in reversed(signed):
+        left[name] -= 1
+        found = instances.get(name)
+        if not found:
             continue
-        if len(values) > 1:
-            raise ValueError(f"the message has {len(values)} {field.capitalize()} fields")
+        if left[name]:
+            chosen.append(found.pop())
+        else:
+            chosen.extend(reversed(found))
+            instances[name] = []
+    chosen.reverse()
+    return chosen
+
+
+def sending_address(fields: Sequence[Header]) -> Tuple[str, str]:
+    """(address, "sender" | "from"): who signed, as the signed fields say (RFC 4870 section 3.3).
+
+    ``fields``: the fields the signature signs (:func:`signed_fields`).  The last Sender among
+    them unless it is empty, else the last From; the first address of that field (as Mail::DKIM
+    reads a Sender or From holding several).  ValueError when there is no such field, it holds no
+    address, or it cannot be parsed.
+    """
+    last: Dict[bytes, bytes] = {}
+    for name, value in fields:
+        key = field_name(name)
+        if key in (b"sender", b"from"):
+            last[key] = value
+    for field in ("sender", "from"):
+        value = last.get(field.encode())
+        if value is None or (field == "sender" and not value.strip(_FWS)):  # an empty Sender: From decides
+            continue
+        label = field.capitalize()
         try:
-            found = parse_mailboxes(values[0])
+            found = parse_mailboxes(value)
         except AddressError as exc:
-            raise ValueError(f"the {field.capitalize()} field cannot be parsed: {exc}") from None
-        if len(found) != 1:
-            raise ValueError(f"the {field.capitalize()} field does not hold exactly one address")
+            raise ValueError(f"the {label} field cannot be parsed: {exc}") from None
+        if not found:
+            raise ValueError(f"the {label} field holds no address")
         return found[0].address, field
-    raise ValueError("the message has neither a Sender nor a From field")
+    raise ValueError("the signature signs neither a Sender nor a From field")
 
 
 def _in_domain(address: str, domain: str) -> bool:
@@ -133,26 +180,59 @@ def _in_domain(address: str, domain: str) -> bool:
     return own == domain or own.endswith("." + domain)
 
 
-def canon_headers(headers: Sequence[Header], signed: Optional[frozenset], method: str) -> bytes:
-    """The header fields given (those below the signature), chosen by h= in message order, canonicalized."""
-    if signed is not None:
-        headers = [(n, v) for n, v in headers if field_name(n) in signed]
+def canon_headers(fields: Sequence[Header], method: str) -> bytes:
+    """The signed fields (:func:`signed_fields`), canonicalized (RFC 4870 section 3.4)."""
     if method == "simple":
-        return b"".join(n + b":" + v for n, v in headers)
-    return b"".join((n + b":" + v).translate(None, _FWS) + b"\r\n" for n, v in headers)
+        return b"".join(n + b":" + v for n, v in fields)
+    return b"".join((n + b":" + v).translate(None, _FWS) + b"\r\n" for n, v in fields)
 
 
-def signed_digest(sig: DomainKeySignature, message: Message, position: int) -> bytes:
-    """SHA-1 of what the signer hashed: the canonical fields below the signature, then a blank line and
-    the canonical body unless it is empty (RFC 4870 section 3.4.2), hashed as the body streams by."""
-    hasher = hashlib.sha1(canon_headers(message.fields[position + 1:], sig.signed_headers, sig.canon))
+def _digest(fields: Sequence[Header], canon: str, message: Message) -> bytes:
+    """SHA-1 of what a signature signs: the canonical ``fields``, then a blank line and the canonical
+    body unless it is empty (RFC 4870 section 3.4.2), hashed as the body streams by."""
+    hasher = hashlib.sha1(canon_headers(fields, canon))
     first = True
-    for piece in canonical_body(message.data, _BODY_METHOD[sig.canon], message.body_offset):
+    for piece in canonical_body(message.data, _BODY_METHOD[canon], message.body_offset):
         if first:
             hasher.update(b"\r\n")
             first = False
         hasher.update(piece)
     return hasher.digest()
+
+
+def signed_digest(sig: DomainKeySignature, message: Message, position: int) -> bytes:
+    """SHA-1 of what the signature at ``message.fields[position]`` signed."""
+    return _digest(signed_fields(message.fields[position + 1:], sig.signed_headers), sig.canon, message)
+
+
+def sign_domainkeys(message: Message, domain: str, selector: str, key: PrivateKey, canon: str = "nofws",
+                    headers: Optional[Iterable[str]] = None) -> bytes:
+    """A DomainKey-Signature for ``message`` (folded, CRLF-terminated), to go directly above it.
+
+    rsa-sha1 with ``key`` (RSA only), ``canon`` "nofws" or "simple".  ``headers``: the names h=
+    lists, each once per instance in message order (Sender and From always); None: no h=, so
+    every field below the signature is signed, and one added below it in transit breaks it.
+    ValueError for an Ed25519 key, an unknown canonicalization, or a sending address (Sender,
+    else From) outside ``domain``: receivers would find that signature neutral ("bad identity").
+    """
+    if key.algorithm != "rsa":
+        raise ValueError(f"DomainKeys signs with RSA only; the key {key.path} is {key.algorithm}")
+    if canon not in CANONICALIZATIONS:
+        raise ValueError(f"{canon!r} is not a DomainKeys canonicalization (nofws or simple)")
+    names = None
+    if headers is not None:
+        wanted = {h.strip().lower() for h in headers} | {"sender", "from"}
+        names = tuple(field_name(n) for n, _ in message.fields if field_name(n).decode("ascii", "replace") in wanted)
+    fields = signed_fields(message.fields, names)
+    sender, source = sending_address(fields)
+    if not _in_domain(sender, domain):
+        raise ValueError(f"the sending address {sender} ({source.capitalize()}) is not in {domain}; "
+                         "a DomainKeys receiver would find d= not the sender's domain")
+    signature = crypto.sign(key.key, ALGORITHM, _digest(fields, canon, message), prehashed=True)
+    tags = [("a", ALGORITHM), ("c", canon), ("d", domain), ("s", selector), ("q", "dns")]
+    signed = [n.decode("ascii") for n in names] if names else None
+    lines = signature_lines("DomainKey-Signature", tags, signed)
+    return header_bytes(spill(lines, base64.b64encode(signature).decode("ascii")))
 
 
 def _key(sig: DomainKeySignature, resolver: TXTResolver,
@@ -191,7 +271,8 @@ def verify_domainkeys(message: Message, position: int, resolver: TXTResolver, *,
                       parse_key: Optional[Callable[[str, str, bytes], KeyRecord]] = None) -> DomainKeysResult:
     """The result of the DomainKey-Signature at ``message.fields[position]``.
 
-    Only the fields below the signature count, for the sending address as for the signed data.
+    Only the fields the signature signs (below it, chosen by h=) count, for the sending address as
+    for the signed data.
     ``resolver``: the message's (budgeted) resolver; ``parse_key(selector, domain, txt)``: a key
     record parser, for a cache.
     """
@@ -204,7 +285,8 @@ def verify_domainkeys(message: Message, position: int, resolver: TXTResolver, *,
         except ValueError as exc:
             raise SignatureProblem("neutral", str(exc)) from None
         try:
-            sender, sender_header = sending_address(message.fields[position + 1:])
+            sender, sender_header = sending_address(signed_fields(message.fields[position + 1:],
+                                                                  sig.signed_headers))
         except ValueError as exc:
             raise SignatureProblem("neutral", f"no sending address to check d={sig.domain} against: {exc}") from None
         if not _in_domain(sender, sig.domain):

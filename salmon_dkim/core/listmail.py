@@ -1,4 +1,4 @@
-"""Mailing-list mail: recognise it, strip the signatures the list will break, sign and seal.
+"""Mail an intermediary sends on: list posts (strip, sign as the list, seal) and forwarded mail (seal).
 
 A list that adds a subject tag or a footer breaks the author's DKIM
 signature; MDaemon's answer, kept here, is ``[DomainKeys]
@@ -9,6 +9,10 @@ authenticated on arrival, RFC 8617).  An author whose domain publishes DMARC
 receiver, so ``DMARCMitigation`` rewrites From to the list (Mailman's "munge
 from") or wraps the post as a message/rfc822 attachment.  No Salmon import: the list route in the
 example project calls :func:`prepare_list_post` on the post it is about to send.
+
+Mail forwarded to an outside mailbox without list processing breaks SPF and, once anything changes it,
+DKIM too; :func:`seal_forwarded` adds our ARC set (RFC 8617) recording how it authenticated on
+arrival, which is what a receiver's DMARC override for forwarders looks at.
 """
 from __future__ import annotations
 
@@ -84,16 +88,37 @@ def prepare_list_post(message: bytes, settings: Settings, list_domain: str, sign
         if result.unsigned_reason:
             log.warning("list post for %s not signed: %s", list_domain, result.unsigned_reason)
         message = result.message
-    if sealing and arrival_cv == "temperror":
-        log.warning("list post not ARC-sealed: the arriving chain could not be checked for now "
-                    "(temporary DNS failure); sealing it cv=fail would break it for good")
-        sealing = False
     if sealing:
-        try:
-            message = sealer.seal(message, arrival_cv, max_instances=lists.max_arc_instances)
-        except (ARCError, MessageFormatError) as exc:
-            log.warning("list post not ARC-sealed: %s", exc)
+        message = _sealed(message, settings, sealer, arrival_cv, "list post")
     return message
+
+
+def seal_forwarded(message: bytes, settings: Settings, sealer: ARCSealer, *,
+                   resolver: Optional[TXTResolver] = None, arrival_cv: Optional[str] = None) -> bytes:
+    """Forwarded mail with our ARC set on top, or as it was (logged) when it must not be sealed.
+
+    The ARC-Authentication-Results records our own Authentication-Results from arrival; cv= is
+    ``arrival_cv``, else the arc= result that header recorded, else the chain checked now through
+    ``resolver``.  Not sealed: a chain whose newest seal already says cv=fail (RFC 8617 section
+    5.1), one that could not be checked for now, or past ``[DomainKeys] MaxARCInstances``.
+    Sign the message (DKIM) before sealing it: the seal covers the message as sent.
+    """
+    message = to_crlf(message)
+    cv = arrival_cv or _arrival_cv(message, settings, sealer, resolver)
+    return _sealed(message, settings, sealer, cv, "forwarded message")
+
+
+def _sealed(message: bytes, settings: Settings, sealer: ARCSealer, arrival_cv: Optional[str], what: str) -> bytes:
+    """``message`` sealed with ``arrival_cv``; unchanged, with a warning in the log, when it cannot be."""
+    if arrival_cv == "temperror":
+        log.warning("%s not ARC-sealed: the arriving chain could not be checked for now "
+                    "(temporary DNS failure); sealing it cv=fail would break it for good", what)
+        return message
+    try:
+        return sealer.seal(message, arrival_cv, max_instances=settings.lists.max_arc_instances)
+    except (ARCError, MessageFormatError) as exc:
+        log.warning("%s not ARC-sealed: %s", what, exc)
+        return message
 
 
 def _arrival_cv(message: bytes, settings: Settings, sealer: ARCSealer,

@@ -71,12 +71,16 @@ def _dkim(report: VerificationReport):
 
 
 def score(report: VerificationReport, settings) -> float:
-    """The message's DKIM score: per-signature pass/fail scores, once the approved-domain score."""
+    """The message's DKIM score: per-signature pass/fail scores, once the approved-domain score.
+
+    A DomainKeys pass by an approved domain earns ApprovedScore as a DKIM pass does (MDaemon's
+    approved list takes either); pass and fail scores count DKIM signatures only.
+    """
     options = settings.verification
     results = _dkim(report)
     total = sum(options.pass_score for r in results if r.result == "pass")
     total += sum(options.fail_score for r in results if r.result == "fail")
-    if any(r.result == "pass" and r.domain in options.approved_domains for r in results):
+    if any(r.result == "pass" and r.domain in options.approved_domains for r in report.results):
         total += options.approved_score
     if adsp_failed(report) and options.adsp_action == "score":
         total += options.adsp_score

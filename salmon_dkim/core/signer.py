@@ -26,9 +26,10 @@ from salmon_dkim.config import DomainKeys, Settings
 from salmon_dkim.core import crypto
 from salmon_dkim.core.canon import body_hash
 from salmon_dkim.core.dkim import header_data, make_signature, signed_names
+from salmon_dkim.core.domainkeys import sign_domainkeys
 from salmon_dkim.core.keys import KeyFileError, KeyStore, PrivateKey
 from salmon_dkim.core.lifecycle import KeyLifecycle
-from salmon_dkim.core.message import AddressError, Message, MessageFormatError, domain_name
+from salmon_dkim.core.message import AddressError, Message, MessageFormatError, domain_name, field_name
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class SigningError(Exception):
 class SignatureInfo:
     domain: str
     selector: str
-    algorithm: str  # "rsa-sha256" | "ed25519-sha256"
+    algorithm: str  # "rsa-sha256" | "ed25519-sha256"; "rsa-sha1" for a DomainKey-Signature
     headers: Tuple[str, ...]  # the h= list, oversigned names included
 
 
@@ -272,7 +273,20 @@ class Signer:
             raise _Unsigned(f"malformed message: {exc}") from None
 
     def _sign(self, msg: Message, keys: List[Tuple[str, str, PrivateKey]]) -> Tuple[List[bytes], List[SignatureInfo]]:
+        """The DKIM signatures (``keys``: domain, selector, key; the domain's own first), then a
+        DomainKey-Signature by the first domain when it asks for one (SignDomainKeys).
+
+        The DomainKey-Signature goes directly above the message and the DKIM-Signatures above it:
+        a DomainKey-Signature signs only the fields below it (RFC 4870 section 3.3), so it does not
+        depend on the DKIM signatures, and the DKIM signature covers it only when [Signing] Headers
+        lists DomainKey-Signature (RFC 6376 section 5.4 leaves that to the signer; by default not, so
+        a receiver or list that strips the historic field leaves DKIM intact).
+        """
         s = self.signing
+        first = keys[0][0]
+        dk = self._domainkey_signature(msg, first, [(sel, key) for d, sel, key in keys if d == first])
+        if dk is not None:
+            msg = Message.parse(dk[0] + msg.data)  # DKIM signs what lies below it, the DomainKey-Signature too
         names = signed_names(msg.fields, s.headers, s.oversign_headers)
         bh, length = body_hash(msg.data, s.body_canon, start=msg.body_offset)
         data = header_data(msg.fields, [n.encode("ascii") for n in names], s.header_canon)
@@ -283,4 +297,37 @@ class Signer:
                                              selector, key, (s.header_canon, s.body_canon), now,
                                              s.expire_seconds))
             infos.append(SignatureInfo(domain, selector, crypto.SIGNING_ALGORITHM[key.algorithm], names))
+        if dk is not None:
+            signatures.append(dk[0])
+            infos.append(dk[1])
         return signatures, infos
+
+    def _domainkey_signature(self, msg: Message, domain: str, keys) -> Optional[Tuple[bytes, SignatureInfo]]:
+        """A DomainKey-Signature with the domain's first RSA key, when its entry says SignDomainKeys.
+
+        None when off, or when the sending address is not in ``domain`` (receivers would call it
+        "bad identity"; the DKIM signature is made all the same).  SigningError when the domain
+        has no RSA key: a configuration that cannot do what it says fails closed.
+        """
+        entry = self.signing.domains.get(domain)
+        if entry is None and self.signing.default is not None and self.signing.default.domain == domain:
+            entry = self.signing.default
+        on, canon = (entry.sign_domainkeys, entry.domainkeys_canon) if entry is not None else (
+            self.signing.sign_domainkeys, self.signing.domainkeys_canon)
+        if not on:
+            return None
+        rsa = next(((selector, key) for selector, key in keys if key.algorithm == "rsa"), None)
+        if rsa is None:
+            raise SigningError(f"SignDomainKeys is on for {domain} but none of its selectors "
+                               f"({', '.join(sel for sel, _ in keys)}) is an RSA key; DomainKeys signs with RSA "
+                               "only: add an RSA selector or set SignDomainKeys = No")
+        headers = self.signing.domainkeys_headers or None
+        try:
+            field = sign_domainkeys(msg, domain, rsa[0], rsa[1], canon, headers)
+        except ValueError as exc:
+            log.info("no DomainKey-Signature for %s: %s", msg.message_id, exc)
+            return None
+        wanted = None if headers is None else set(headers) | {"sender", "from"}
+        names = tuple(name for name in (field_name(n).decode("ascii", "replace") for n, _ in msg.fields)
+                      if wanted is None or name in wanted)
+        return field, SignatureInfo(domain, rsa[0], "rsa-sha1", names)

@@ -167,7 +167,11 @@ class Verifier:
         for _, sig in parsed.values():
             if isinstance(sig, Signature):
                 bodies.want(sig)
-        results = tuple(self._check(message, i, parsed[i], resolver, bodies) for i in positions[:cap])
+        checked = {i: self._check(message, i, parsed[i], resolver, bodies) for i in positions[:cap]
+                   if signature_kind(message.fields[i][0]) == "dkim"}
+        skip = self._domainkeys_skipped(checked.values())
+        results = tuple(checked[i] if i in checked else self._check(message, i, parsed[i], resolver, bodies, skip)
+                        for i in positions[:cap])
         authors = message.authors
         bugs = [r.reason for r in results if r.internal]
         adsp = reason = arc = arc_reason = None
@@ -253,13 +257,28 @@ class Verifier:
         except SignatureProblem as problem:
             return tags, problem
 
-    def _check(self, message: Message, position: int, parsed, resolver, bodies: _BodyDigests) -> SignatureResult:
+    def _domainkeys_skipped(self, dkim_results) -> Optional[str]:
+        """Why DomainKey-Signatures are not checked, or None: VerifyDomainKeys is off, or a DKIM
+        signature passed (MDaemon checks DomainKeys only for mail DKIM did not authenticate)."""
+        if not self.options.verify_domainkeys:
+            return "not checked: [Verification] VerifyDomainKeys = No"
+        passed = next((r for r in dkim_results if r.result == "pass"), None)
+        if passed is not None:
+            return (f"not checked: the DKIM signature of {passed.domain} passed (DomainKeys is checked only "
+                    "when no DKIM signature passes)")
+        return None
+
+    def _check(self, message: Message, position: int, parsed, resolver, bodies: _BodyDigests,
+               domainkeys_skipped: Optional[str] = None) -> SignatureResult:
         name, value = message.fields[position]
         kind = signature_kind(name)
         tags, parsed = parsed
         shown = _Display.of(value, tags)
         try:
             if kind == "domainkeys":
+                if domainkeys_skipped:  # "none" (RFC 8601: no result), no DNS lookup, a reason that says why
+                    shown.algorithm = shown.algorithm or "rsa-sha1"
+                    return shown.result(kind, "none", domainkeys_skipped)
                 return self._check_domainkeys(message, position, resolver, shown)
             if isinstance(parsed, SignatureProblem):
                 raise parsed

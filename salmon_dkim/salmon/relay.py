@@ -31,6 +31,11 @@ the list's domain, ARCSeal): mail a list route marks, with
 header and earned a signature (see 2.), whose list domain is then the envelope
 sender's (the list's bounce address).
 
+Forwarded mail (an app that sends what arrived on to an outside mailbox) is
+ARC-sealed after signing with ``deliver(..., seal=True)`` or a relay made with
+``seal=True``: as ``[DomainKeys] ARCDomain``/``ARCSelector`` say, cv= from our
+Authentication-Results on arrival (see ``salmon_dkim.core.listmail.seal_forwarded``).
+
 In config/boot.py::
 
     settings.relay = SigningRelay(host="smarthost.example.net", port=25)  # installed context's Signer
@@ -49,7 +54,7 @@ from salmon.server import Relay, SMTPError
 
 from salmon_dkim.core.arc import sealer_from_settings
 from salmon_dkim.core.message import to_crlf
-from salmon_dkim.core.listmail import is_list_mail, prepare_list_post
+from salmon_dkim.core.listmail import is_list_mail, prepare_list_post, seal_forwarded
 from salmon_dkim.core.policy import may_sign
 from salmon_dkim.core.signer import SigningError
 from salmon_dkim.salmon.receivers import envelope_sender, headers_changed, message_bytes, session_of
@@ -104,13 +109,14 @@ class SigningRelay(Relay):
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 25, *args, signer=None,
-                 list_domain: Optional[str] = None, resolver=None, **kwargs):
+                 list_domain: Optional[str] = None, resolver=None, seal: bool = False, **kwargs):
         super().__init__(host, port, *args, **kwargs)
         self._signer = signer
         self.list_domain = list_domain
         self.resolver = resolver
         self._last_post: Optional[tuple] = None  # (post, list domain, bytes sent): one post, many members
         self._post_lock = threading.Lock()
+        self.seal = seal
 
     @property
     def signer(self):
@@ -168,6 +174,16 @@ class SigningRelay(Relay):
             self._last_post = (data, list_domain, prepared)
         return prepared
 
+    def sealed_bytes(self, data: bytes) -> bytes:
+        """Forwarded mail with our ARC set on top; unsealed (logged) when there is no ARC key or it must not be."""
+        settings = self.signer.settings
+        sealer = sealer_from_settings(settings, None, self.signer.keys)
+        if sealer is None:
+            LOG.warning("forwarded message not ARC-sealed: no ARC key (set [DomainKeys] ARCDomain and "
+                        "ARCSelector, or [Signing] DefaultDomain with a [Domains] entry)")
+            return data
+        return seal_forwarded(data, settings, sealer, resolver=self.resolver)
+
     def _list_domain(self, message, data: bytes, sender, asked: Optional[str]) -> Optional[str]:
         if asked or self.list_domain:
             return asked or self.list_domain
@@ -179,10 +195,11 @@ class SigningRelay(Relay):
         return None
 
     def deliver(self, message, To=None, From=None, *, sign: bool = True,
-                list_domain: Optional[str] = None) -> None:
+                list_domain: Optional[str] = None, seal: Optional[bool] = None) -> None:
         """Sign and send; ``sign=False`` sends a message that is already final (signed, sealed) as it is.
 
-        ``list_domain`` marks list mail of that domain (see the module docstring).
+        ``list_domain`` marks list mail of that domain (see the module docstring); ``seal`` (default:
+        the relay's) ARC-seals other mail after signing, for forwarded mail.
         """
         if isinstance(message, (bytes, str)):
             if not (To and From):
@@ -197,6 +214,8 @@ class SigningRelay(Relay):
             if sign:
                 listed = self._list_domain(message, data, sender, list_domain)
                 data = self.list_bytes(data, listed) if listed else self.signed_bytes(message, sender, data)
+                if not listed and (self.seal if seal is None else seal):
+                    data = self.sealed_bytes(data)
         except Exception as exc:  # noqa: BLE001 (ours: never Salmon's silent 250)
             LOG.error("not sent: signing %r failed (%s: %s)", message, type(exc).__name__, exc, exc_info=exc)
             raise SigningFailed(f"{type(exc).__name__}: {exc}") from exc
