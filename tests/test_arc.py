@@ -359,3 +359,20 @@ def test_arc_options_load_into_the_list_settings(tmp_path, keys_dir):
     lists = load_settings(path).lists
     assert (lists.arc_domain, lists.arc_selector, lists.arc_key_file, lists.arc_headers) == (
         "example.org", "s2048", None, ("from", "subject"))
+
+
+def test_a_key_dns_does_not_publish_yet_seals_nothing_and_an_active_one_does(keys_dir, tmp_path, zone_file):
+    from salmon_dkim.config import load_settings
+    from salmon_dkim.core.arc import sealer_from_settings
+    from salmon_dkim.core.keys import KeyStore, generate_key
+    from salmon_dkim.core.lifecycle import KeyLifecycle
+
+    generate_key(keys_dir, "example.net", "n1")
+    ini = tmp_path / "lists.ini"
+    ini.write_text(f"[Signing]\nKeysDir = {keys_dir}\n[Domains]\n  [[example.net]]\n  Selectors = n1\n"
+                   f"  [[example.com]]\n  Selectors = s1\n[DNS]\nZoneFile = {zone_file}\n")
+    settings, store = load_settings(ini), KeyStore()
+    lifecycle = KeyLifecycle.from_settings(settings, keys=store)
+    lifecycle.refresh()
+    assert sealer_from_settings(settings, "example.net", store, lifecycle) is None  # pending: its record is not out
+    assert sealer_from_settings(settings, "example.com", store, lifecycle).selector == "s1"

@@ -255,13 +255,15 @@ def _split(field: bytes) -> Header:
     return name, value
 
 
-def sealer_from_settings(settings: Settings, domain: Optional[str], keys) -> Optional[ARCSealer]:
+def sealer_from_settings(settings: Settings, domain: Optional[str], keys, lifecycle=None) -> Optional[ARCSealer]:
     """A sealer as [DomainKeys] says, or None when no key is configured for the sealing domain.
 
     The domain (d=) is ``domain`` (a list's), else ``ARCDomain``, else ``[Signing] DefaultDomain``.
     The key: ``ARCSelector`` (its ``ARCKeyFile``, else KEYSDIR/DOMAIN/SELECTOR.key), else the first
-    RSA key of the domain's [Domains] entry (or its only key).  The AMS signs ``ARCHeaders``.
-    ``keys`` is the KeyStore: a key file that cannot be used raises KeyFileError (fail closed).
+    RSA key of the domain's [Domains] entry (or its only key); with the key ``lifecycle``
+    (salmon_dkim.core.lifecycle.KeyLifecycle), the first active one: a key DNS does not publish
+    yet seals nothing (None).  The AMS signs ``ARCHeaders``.  ``keys`` is the KeyStore: a key
+    file that cannot be used raises KeyFileError (fail closed).
     """
     lists, signing = settings.lists, settings.signing
     default = signing.default.domain if signing.default else ""
@@ -277,7 +279,11 @@ def sealer_from_settings(settings: Settings, domain: Optional[str], keys) -> Opt
         entry = signing.default
     if entry is None:
         return None
-    loaded = [(sel, keys.get(path)) for sel, path in zip(entry.selectors, entry.key_files)]
+    usable = lifecycle.signing_keys(entry)[0] if lifecycle is not None else tuple(zip(entry.selectors,
+                                                                                     entry.key_files))
+    if not usable:
+        return None
+    loaded = [(sel, keys.get(path)) for sel, path in usable]
     selector, key = next(((s, k) for s, k in loaded if k.algorithm == "rsa"), loaded[0])
     return ARCSealer(entry.domain, selector, key, settings.verification.authserv_id, **options)
 

@@ -168,7 +168,8 @@ class SigningRelay(Relay):
                 return last[2]
         signer = self.signer
         settings = signer.settings
-        sealer = sealer_from_settings(settings, list_domain, signer.keys) if settings.lists.arc_seal else None
+        sealer = sealer_from_settings(settings, list_domain, signer.keys, signer.lifecycle) \
+            if settings.lists.arc_seal else None
         prepared = prepare_list_post(data, settings, list_domain, signer, sealer, resolver=self.resolver)
         with self._post_lock:
             self._last_post = (data, list_domain, prepared)
@@ -177,7 +178,7 @@ class SigningRelay(Relay):
     def sealed_bytes(self, data: bytes) -> bytes:
         """Forwarded mail with our ARC set on top; unsealed (logged) when there is no ARC key or it must not be."""
         settings = self.signer.settings
-        sealer = sealer_from_settings(settings, None, self.signer.keys)
+        sealer = sealer_from_settings(settings, None, self.signer.keys, self.signer.lifecycle)
         if sealer is None:
             LOG.warning("forwarded message not ARC-sealed: no ARC key (set [DomainKeys] ARCDomain and "
                         "ARCSelector, or [Signing] DefaultDomain with a [Domains] entry)")

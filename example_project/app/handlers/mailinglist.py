@@ -32,7 +32,6 @@ log = logging.getLogger("example.mailinglist")
 LIST_NAME = "[a-z0-9][a-z0-9_.]*"  # no "-": LIST-subscribe is never taken for a post
 HOST = re.escape(settings.list_domain)
 members = Members(settings.members_file)
-_sealers = {}
 
 
 def author(message) -> str:
@@ -125,9 +124,8 @@ def list_fields(data: bytes, list_name: str, host: str) -> bytes:
 
 
 def sealer(dkim, host: str):
-    if host not in _sealers:
-        _sealers[host] = sealer_from_settings(dkim.settings, host, dkim.keys)
-    return _sealers[host]
+    """The list's ARC sealer, with its domain's active key (keys are read once, so this is cheap)."""
+    return sealer_from_settings(dkim.settings, host, dkim.keys, dkim.lifecycle)
 
 
 def deliver_as_is(data: bytes, sender: str, recipient: str) -> None:
