@@ -119,6 +119,26 @@ def test_default_selector_is_dated_and_never_reused(tmp_path):
     assert sorted(p.name for p in (tmp_path / "example.com").glob("*.key")) == [f"{today}-2.key", f"{today}.key"]
 
 
+@pytest.mark.parametrize("planted", ["s1.dns", "s1.key"])
+def test_keygen_never_writes_through_a_symlink_planted_at_its_file_names(tmp_path, planted):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "K/example.com").mkdir(parents=True)
+    (tmp_path / "K/example.com" / planted).symlink_to(victim)
+    result = run("keygen", "example.com", "--selector", "s1", "--keys-dir", tmp_path / "K")
+    assert result.exit_code == 2
+    assert f"{planted} already exists and is never overwritten" in result.stderr
+    assert victim.read_text() == "precious\n"
+    assert [p.name for p in (tmp_path / "K/example.com").iterdir()] == [planted]  # nothing written beside it
+
+
+def test_keygen_never_creates_the_target_of_a_dangling_symlink(tmp_path):
+    (tmp_path / "K/example.com").mkdir(parents=True)
+    (tmp_path / "K/example.com/s1.dns").symlink_to(tmp_path / "created-elsewhere")
+    assert run("keygen", "example.com", "--selector", "s1", "--keys-dir", tmp_path / "K").exit_code == 2
+    assert not (tmp_path / "created-elsewhere").exists()
+
+
 def test_keygen_never_overwrites_a_key(keys_dir):
     before = (keys_dir / "example.com/ed1.key").read_bytes()
     result = run("keygen", "example.com", "--selector", "ed1", "--keys-dir", keys_dir, "--algorithm", "ed25519")

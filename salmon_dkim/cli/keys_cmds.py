@@ -64,17 +64,20 @@ def _dated_selector(folder: Path) -> str:
     """s20261123, or s20261123-2 (-3, ...) when that selector already exists."""
     base = datetime.datetime.now(datetime.timezone.utc).strftime("s%Y%m%d")
     selector, n = base, 1
-    while (folder / f"{selector}.key").exists() or (folder / f"{selector}.dns").exists():
+    while os.path.lexists(folder / f"{selector}.key") or os.path.lexists(folder / f"{selector}.dns"):
         n += 1
         selector = f"{base}-{n}"
     return selector
 
 
-def _write_private(path: Path, pem: bytes) -> None:
-    # Created 0600 in one step: the key is never readable by others, not even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """A new file, never one that exists, nor through a symlink planted at its name (FileExistsError).
+
+    Created with its mode in one step: a key is never readable by others, not even briefly.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
     with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+        f.write(data)
 
 
 def _key_size(algorithm: str, bits) -> int:
@@ -100,7 +103,7 @@ def _new_private_key(algorithm: str, bits: int, path: Path) -> PrivateKey:
                             serialization.NoEncryption())
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write_private(path, pem)
+        _write_new(path, pem, 0o600)
     except FileExistsError:
         stop(2, f"error: {path} already exists and is never overwritten; pick another selector")
     except OSError as exc:
@@ -121,13 +124,19 @@ def keygen(domain: str, selector, algorithm: str, bits, keys_dir: str, testing: 
     folder = Path(keys_dir) / domain
     selector = selector or _dated_selector(folder)
     key_path, dns_path = folder / f"{selector}.key", folder / f"{selector}.dns"
-    if key_path.exists():
-        stop(2, f"error: {key_path} already exists and is never overwritten; pick another selector "
-                 f"(rotate: new selector, publish it, switch signing to it, then retire the old one)")
+    for path in (key_path, dns_path):
+        if os.path.lexists(path):  # lexists: a symlink there counts, wherever it points
+            stop(2, f"error: {path} already exists and is never overwritten; pick another selector "
+                     f"(rotate: new selector, publish it, switch signing to it, then retire the old one)")
     private = _new_private_key(algorithm, bits, key_path)
     txt = private.dns_txt(testing)
     line = zone_line(selector, domain, txt)
-    dns_path.write_text(f"; DKIM key {selector} for {domain}: publish this TXT record\n{line}\n", encoding="ascii")
+    try:
+        _write_new(dns_path, f"; DKIM key {selector} for {domain}: publish this TXT record\n{line}\n"
+                   .encode("ascii"), 0o644)
+    except OSError as exc:
+        stop(2, f"error: cannot write {dns_path}: {exc.strerror} (the key {key_path} was written; "
+                 f"remove it before trying again)")
     size = "Ed25519" if algorithm == "ed25519" else f"RSA {bits}-bit"
     click.echo(f"Private key: {key_path} ({size}, mode 0600; keep it secret, back it up)")
     click.echo(f"DNS record:  {dns_path}")
