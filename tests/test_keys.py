@@ -74,7 +74,7 @@ def test_refuses_key_group_can_read_even_when_others_cannot(keys_dir):
 
 @pytest.mark.parametrize("folder, mode", [
     pytest.param("example.com", 0o757, id="DOMAIN-others"), pytest.param("example.com", 0o775, id="DOMAIN-group"),
-    pytest.param(".", 0o777, id="KeysDir-others"), pytest.param(".", 0o1777, id="KeysDir-sticky")])
+    pytest.param(".", 0o777, id="KeysDir-others"), pytest.param(".", 0o770, id="KeysDir-group")])
 def test_refuses_a_key_in_a_folder_others_can_write_as_opendkim_does(keys_dir, folder, mode):
     """The DOMAIN folder and KeysDir: whoever can write there can put their own key in place of ours."""
     (keys_dir / folder).chmod(mode)
@@ -85,12 +85,18 @@ def test_refuses_a_key_in_a_folder_others_can_write_as_opendkim_does(keys_dir, f
                               f"replaced; run chmod go-w {where}")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user takes root")
-@pytest.mark.parametrize("folder", ["example.com", "."])
-def test_refuses_a_key_in_a_folder_owned_by_another_user(keys_dir, folder):
-    os.chown(keys_dir / folder, NOBODY, NOBODY)
-    with pytest.raises(KeyFileError, match=rf"{(keys_dir / folder).resolve()} belongs to uid {NOBODY}, not to this "
-                                           rf"user \(uid 0\) or root, so its owner can replace the key in it"):
+def test_a_sticky_keys_folder_is_fine_as_others_cannot_replace_what_is_in_it(keys_dir):
+    (keys_dir).chmod(0o1777)  # as /tmp: others may add names, not rename or remove ours
+    assert load_private_key(keys_dir / "example.com/s1.key").bits == 2048
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user takes root")
+@pytest.mark.parametrize("where, what", [("example.com", "the key in it"), (".", "the key in it"),
+                                         ("example.com/s1.key", "it")])
+def test_refuses_a_key_or_its_folders_owned_by_another_user(keys_dir, where, what):
+    os.chown(keys_dir / where, NOBODY, NOBODY)
+    with pytest.raises(KeyFileError, match=rf"{(keys_dir / where).resolve()} belongs to uid {NOBODY}, not to this "
+                                           rf"user \(uid 0\) or root, so its owner can replace {what}"):
         load_private_key(keys_dir / "example.com/s1.key")
 
 

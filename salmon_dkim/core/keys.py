@@ -79,15 +79,22 @@ def _key_folders(path: Path) -> Tuple[Path, ...]:
     return tuple(folders)
 
 
+def _check_owner(path: Path, st: os.stat_result, what: str) -> None:
+    if st.st_uid not in (0, os.geteuid()):
+        raise KeyFileError(f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}) or root, "
+                           f"so its owner can replace {what}; run chown {os.geteuid()} {path}")
+
+
 def _check_folder(folder: Path, st: os.stat_result) -> None:
-    """As OpenDKIM: whoever can write a keys folder can swap the key in it, so only we or root may."""
+    """As OpenDKIM: whoever can write a keys folder can swap the key in it, so only we or root may.
+
+    A sticky folder (/tmp) is the exception: others can add names there, not replace ours.
+    """
     mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o022:
+    if mode & 0o022 and not mode & stat.S_ISVTX:
         raise KeyFileError(f"{folder} is writable by group or others (mode {mode:04o}), so the key in it can be "
                            f"replaced; run chmod go-w {folder}")
-    if st.st_uid not in (0, os.geteuid()):
-        raise KeyFileError(f"{folder} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}) or root, "
-                           f"so its owner can replace the key in it; run chown {os.geteuid()} {folder}")
+    _check_owner(folder, st, "the key in it")
 
 
 def _unenterable(path: Path) -> Optional[Path]:
@@ -120,14 +127,16 @@ def _parse_key_file(path: Path, data: bytes) -> object:
 def load_private_key(path: "str | os.PathLike", *, min_bits: int = MIN_RSA_BITS) -> PrivateKey:
     """The key in a PEM (PKCS#8 or PKCS#1) file, after checking it is private, usable and long enough.
 
-    Its folder and the one above (DOMAIN and KeysDir) must not be writable by group or others nor
-    belong to another user than this one or root; a folder this user cannot enter is named.
+    The file, its folder and the one above (DOMAIN and KeysDir) must belong to this user or root,
+    and the folders must not be writable by group or others; a folder this user cannot enter is named.
     """
     path = Path(path)
     try:
         for folder in _key_folders(path):
             _check_folder(folder, os.stat(folder))
-        _check_mode(path, os.stat(path).st_mode)
+        st = os.stat(path)
+        _check_mode(path, st.st_mode)
+        _check_owner(path, st, "it")
         data = path.read_bytes()
     except KeyFileError:
         raise
@@ -183,7 +192,7 @@ class KeyStore:
         except OSError:
             return load_private_key(path, min_bits=self.min_bits)  # raises KeyFileError naming the file
         # A rotated, rewritten or chmod-ed file, or a folder given away or opened to others, changes one of these.
-        version = (st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode,
+        version = (st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode, st.st_uid,
                    tuple((f.st_mode, f.st_uid) for f in folders))
         cached = self._keys.get(resolved)
         if cached and cached[0] == version:
