@@ -99,9 +99,13 @@ def arc_instance_count(message: Union[bytes, Message]) -> int:
     """The highest ARC instance number on a message (0 when it has none)."""
     if not isinstance(message, Message):
         message = Message.parse(message)
-    found = [_instance(m.group(1)) for h in message.fields if _name(h) in ARC_FIELDS
-             for m in [_INSTANCE.search(h[1])] if m]
+    found = [_instance(m.group(1)) for h in _arc_fields(message) for m in [_INSTANCE.search(h[1])] if m]
     return max(found, default=0)
+
+
+def _arc_fields(message: Message) -> List[Header]:
+    """The ARC fields, top first, from the message's index (not a pass over every field)."""
+    return [message.fields[i] for i in sorted(i for name in ARC_FIELDS for i in message.positions(name))]
 
 
 def our_clauses(message: Union[bytes, Message], authserv_id: str) -> List[Clause]:
@@ -318,7 +322,7 @@ def _verify_chain(msg: Message, resolver: TXTResolver, settings: Settings) -> Tu
     cap = min(settings.lists.max_arc_instances, RFC_MAX_INSTANCES)
     if count > cap:
         return "fail", f"{count} ARC sets, more than MaxARCInstances ({cap})"
-    sets = arc_sets(msg.fields)
+    sets = arc_sets(_arc_fields(msg))
     for arc_set in sets:
         cv = _text(_tags(arc_set.seal, [b"cv"])[b"cv"]).lower()
         wanted = "none" if arc_set.instance == 1 else "pass"

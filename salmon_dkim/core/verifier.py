@@ -151,7 +151,7 @@ class Verifier:
                 message = Message.parse(message)
             except MessageFormatError as exc:
                 return self._unverified(message, "permerror", f"message format: {exc}")
-        positions = [i for i, (n, _) in enumerate(message.fields) if signature_kind(n)]
+        positions = sorted(message.positions(b"dkim-signature") + message.positions(b"domainkey-signature"))
         cap = self.options.max_signatures
         resolver = BudgetedResolver(self.resolver, self.settings.dns.max_lookups_per_message)
         parsed = {i: self._parse(message, i) for i in positions[:cap]}
