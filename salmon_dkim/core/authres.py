@@ -18,6 +18,7 @@ encoded word, or with a trailing dot.
 """
 from __future__ import annotations
 
+import email.errors
 import email.header
 import re
 from dataclasses import dataclass, field
@@ -312,7 +313,7 @@ def authserv_id_of(value: bytes, *, decode: bool = True) -> Optional[str]:
             return None
         try:
             text = str(email.header.make_header(email.header.decode_header(text[:2048])))
-        except (ValueError, LookupError, UnicodeError):
+        except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):  # bad base64 is the last
             return None
     reader = _Reader(text, keep_comments=False)
     try:
