@@ -147,6 +147,18 @@ def test_many_signatures_are_checked_top_first_up_to_the_cap_and_stripped(resolv
     assert listmail.strip_signatures(many) == b"From: " + rest
 
 
+@pytest.mark.parametrize("post", [b"From: a@example.com\r\n\rbroken line\r\n\r\nHi\r\n", b"--b1\r\nFrom: x\r\n\r\n",
+                                  b"Authentication-Results: mx.example.net; arc=pass\r\n\rTo: b\r\n\r\n"])
+def test_a_list_post_that_is_no_message_goes_out_unsigned_and_unsealed_without_an_exception(post, keys_dir,
+                                                                                             resolver, signer):
+    """Found by bench/fuzz.py: the arrival check read our A-R with a strict parse that raised."""
+    from salmon_dkim.core.arc import ARCSealer
+    from salmon_dkim.core.keys import load_private_key
+    sealer = ARCSealer("example.com", "s1", load_private_key(keys_dir / "example.com/s1.key"), ID)
+    settings = replace(signer.settings, lists=replace(signer.settings.lists, arc_seal=True))
+    assert listmail.prepare_list_post(post, settings, "example.com", signer, sealer, resolver=resolver) == post
+
+
 def test_thousands_of_arc_fields_fail_without_a_lookup():
     fields = b"".join(b"ARC-Seal: i=%d; cv=none; a=rsa-sha256; d=x; s=y; b=x\r\n" % i for i in range(1, 20001))
     result, reason = arc_result(fields + HEAD + b"\r\nHi\r\n", None, Settings())

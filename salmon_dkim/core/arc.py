@@ -112,10 +112,13 @@ def our_clauses(message: Union[bytes, Message], authserv_id: str) -> List[Clause
     """The results of the topmost Authentication-Results field with our authserv-id, read strictly.
 
     Forged ones were removed before ours was added, so the top one is ours; one that does not
-    parse as we write it is not ours and gives nothing.
+    parse as we write it is not ours and gives nothing, nor does a message that cannot be parsed.
     """
     if not isinstance(message, Message):
-        message = Message.parse(message)
+        try:
+            message = Message.parse(message)
+        except MessageFormatError:
+            return []
     ours = authserv_id.strip().rstrip(".").lower()
     for value in message.values(b"authentication-results"):
         if authserv_id_of(value) == ours:
