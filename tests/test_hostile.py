@@ -159,6 +159,34 @@ def test_a_list_post_that_is_no_message_goes_out_unsigned_and_unsealed_without_a
     assert listmail.prepare_list_post(post, settings, "example.com", signer, sealer, resolver=resolver) == post
 
 
+@pytest.fixture
+def chain_of_50(keys_dir):
+    """50 ARC sets (RFC 8617's most), each sealed over the ones below, with 20 KB in each AAR."""
+    from salmon_dkim.core.arc import ARCSealer
+    from salmon_dkim.core.keys import load_private_key
+    sealer = ARCSealer("example.com", "s1", load_private_key(keys_dir / "example.com/s1.key"), ID)
+    message = HEAD + b"\r\nHello.\r\n"
+    for instance in range(1, 51):
+        message = sealer.seal(message, "pass" if instance > 1 else None, results="dkim=pass; x=" + "y" * 20000)
+    return message
+
+
+def test_a_chain_of_fifty_sets_verifies_as_dkimpy_says(chain_of_50, resolver):
+    """Each seal's input is now hashed as a running digest, not rebuilt whole for every seal."""
+    settings = replace(Settings(), lists=replace(Settings().lists, max_arc_instances=50))
+    assert arc_result(chain_of_50, resolver, settings) == ("pass", "50 ARC sets verified, last sealed by example.com")
+    cv, _, _ = dkim.arc_verify(chain_of_50, dnsfunc=lambda n, timeout=5: resolver.txt(n.decode().rstrip("."))[0])
+    assert cv == dkim.CV_Pass
+
+
+def test_a_changed_set_deep_in_a_chain_of_fifty_breaks_the_newest_seal(chain_of_50, resolver):
+    settings = replace(Settings(), lists=replace(Settings().lists, max_arc_instances=50))
+    changed = chain_of_50.replace(b"i=25; mx.example.net;", b"i=25; mx.example.org;", 1)
+    assert changed != chain_of_50
+    assert arc_result(changed, resolver, settings) == (
+        "fail", "ARC-Seal i=50 does not verify (d=example.com, s=s1)")
+
+
 def test_thousands_of_arc_fields_fail_without_a_lookup():
     fields = b"".join(b"ARC-Seal: i=%d; cv=none; a=rsa-sha256; d=x; s=y; b=x\r\n" % i for i in range(1, 20001))
     result, reason = arc_result(fields + HEAD + b"\r\nHi\r\n", None, Settings())

@@ -10,6 +10,7 @@ through a ``TXTResolver``, at most ``[DNS] MaxLookupsPerMessage`` per message.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -290,23 +291,40 @@ def _verify_ams(arc_set: ARCSet, msg: Message, keys: _KeyFetcher) -> None:
     _check(keys, tags, label, data)
 
 
-def _verify_seal(sets: Sequence[ARCSet], keys: _KeyFetcher) -> None:
-    arc_set = sets[-1]
+def _chain_digests(sets: Sequence[ARCSet]) -> List[bytes]:
+    """The SHA-256 digest each ARC-Seal signs (its _chain_input and its own field), oldest first.
+
+    One running digest over the sets: each field is canonicalized and hashed once, where hashing
+    each seal's input whole read every byte of a 50-set chain 25 times (190x sha256 per MiB).
+    """
+    running, digests = hashlib.sha256(), []
+    for arc_set in sets:
+        aar, ams = canon_header(*arc_set.aar, "relaxed"), canon_header(*arc_set.ams, "relaxed")
+        signed = running.copy()
+        signed.update(aar + ams + own_field(*arc_set.seal, "relaxed"))
+        digests.append(signed.digest())
+        running.update(aar + ams + canon_header(*arc_set.seal, "relaxed"))
+    return digests
+
+
+def _verify_seal(arc_set: ARCSet, digest: bytes, keys: _KeyFetcher) -> None:
     tags = _tags(arc_set.seal, [b"i", b"a", b"b", b"cv", b"d", b"s"])
     label = f"ARC-Seal i={arc_set.instance}"
     if b"h" in tags:
         raise ARCChainError(f"{label} has an h= tag, which RFC 8617 forbids")
-    _check(keys, tags, label, _chain_input(sets) + own_field(*arc_set.seal, "relaxed"))
+    _check(keys, tags, label, digest, prehashed=True)
 
 
-def _check(keys: "_KeyFetcher", tags: Dict[bytes, bytes], label: str, data: bytes) -> None:
-    """ARCChainError unless b= verifies over ``data`` with the key d= and s= name."""
+def _check(keys: "_KeyFetcher", tags: Dict[bytes, bytes], label: str, data: bytes, *,
+           prehashed: bool = False) -> None:
+    """ARCChainError unless b= verifies over ``data`` (its SHA-256 digest if ``prehashed``) with the key
+    d= and s= name."""
     algorithm = _text(tags[b"a"]).lower()
     if algorithm not in ("rsa-sha256", "ed25519-sha256"):
         raise ARCChainError(f"{label}: a={algorithm[:30]} is not an ARC algorithm")
     public = keys.get(_text(tags[b"s"]), _text(tags[b"d"]))
     try:
-        crypto.verify(public, algorithm, _b64(tags[b"b"], label), data)
+        crypto.verify(public, algorithm, _b64(tags[b"b"], label), data, prehashed=prehashed)
     except crypto.BadSignature:
         raise ARCChainError(f"{label} does not verify (d={_text(tags[b'd'])}, s={_text(tags[b's'])})") from None
 
@@ -334,8 +352,8 @@ def _verify_chain(msg: Message, resolver: TXTResolver, settings: Settings) -> Tu
     keys = _KeyFetcher(BudgetedResolver(resolver, settings.dns.max_lookups_per_message),
                        settings.verification.min_key_bits)
     _verify_ams(sets[-1], msg, keys)
-    for last in range(len(sets), 0, -1):
-        _verify_seal(sets[:last], keys)
+    for arc_set, digest in reversed(list(zip(sets, _chain_digests(sets)))):  # newest first
+        _verify_seal(arc_set, digest, keys)
     return "pass", f"{len(sets)} ARC set{'s' if len(sets) > 1 else ''} verified, " \
                    f"last sealed by {_text(_tags(sets[-1].seal, [b'd'])[b'd'])}"
 
