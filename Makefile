@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBS   := dnsmasq-base libmail-dkim-perl opendkim opendkim-tools tmux
 
-.PHONY: setup venv debs example test bench clean
+.PHONY: setup venv debs example test bench bench-hostile bench-memory fuzz clean
 
 setup: debs venv
 
@@ -41,6 +41,21 @@ test: setup
 bench: venv
 	$(BIN)/python bench/sign.py
 	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/hostile.py
+	$(BIN)/python bench/memory.py
+
+# Hostile message shapes: ms per MiB next to sha256, at two sizes (issue 8: at most 50x, linear).
+bench-hostile: venv
+	$(BIN)/python bench/hostile.py
+
+# Extra peak memory of verifying and signing a 30 MiB message, and what stays held afterwards.
+bench-memory: venv
+	$(BIN)/python bench/memory.py
+
+# The fuzz campaign (not part of make test): FUZZ_INPUTS mutated messages through every reader.
+FUZZ_INPUTS ?= 100000
+fuzz: venv
+	$(BIN)/python bench/fuzz.py --inputs $(FUZZ_INPUTS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

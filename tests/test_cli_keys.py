@@ -1,6 +1,7 @@
 """salmon-dkim keygen, dns-record and check-dns, run as a user runs them."""
 import base64
 import datetime
+import json
 import stat
 import subprocess
 import sys
@@ -119,6 +120,26 @@ def test_default_selector_is_dated_and_never_reused(tmp_path):
     assert sorted(p.name for p in (tmp_path / "example.com").glob("*.key")) == [f"{today}-2.key", f"{today}.key"]
 
 
+@pytest.mark.parametrize("planted", ["s1.dns", "s1.key"])
+def test_keygen_never_writes_through_a_symlink_planted_at_its_file_names(tmp_path, planted):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    (tmp_path / "K/example.com").mkdir(parents=True)
+    (tmp_path / "K/example.com" / planted).symlink_to(victim)
+    result = run("keygen", "example.com", "--selector", "s1", "--keys-dir", tmp_path / "K")
+    assert result.exit_code == 2
+    assert f"{planted} already exists and is never overwritten" in result.stderr
+    assert victim.read_text() == "precious\n"
+    assert [p.name for p in (tmp_path / "K/example.com").iterdir()] == [planted]  # nothing written beside it
+
+
+def test_keygen_never_creates_the_target_of_a_dangling_symlink(tmp_path):
+    (tmp_path / "K/example.com").mkdir(parents=True)
+    (tmp_path / "K/example.com/s1.dns").symlink_to(tmp_path / "created-elsewhere")
+    assert run("keygen", "example.com", "--selector", "s1", "--keys-dir", tmp_path / "K").exit_code == 2
+    assert not (tmp_path / "created-elsewhere").exists()
+
+
 def test_keygen_never_overwrites_a_key(keys_dir):
     before = (keys_dir / "example.com/ed1.key").read_bytes()
     result = run("keygen", "example.com", "--selector", "ed1", "--keys-dir", keys_dir, "--algorithm", "ed25519")
@@ -230,13 +251,31 @@ def test_check_dns_mismatch(keys_dir, tmp_path):
 def test_check_dns_more_than_one_dkim_record(keys_dir, tmp_path):
     result = check(keys_dir, zone(tmp_path, published_txt("s1"), published_txt("s2048", "example.org")))
     assert result.exit_code == 1
-    assert result.stdout.startswith(f"multiple records: 2 DKIM key records at {NAME}")
+    assert result.stdout == (f"multiple records: 2 TXT records at {NAME} (2 of them DKIM key records); a key needs "
+                             "exactly one, verifiers refuse it (permerror): remove the others\n")
 
 
-def test_check_dns_passes_beside_other_txt_records_at_the_name_but_warns(keys_dir, tmp_path):
+def test_check_dns_refuses_the_right_key_beside_another_txt_record_as_verifiers_do(keys_dir, tmp_path):
     result = check(keys_dir, zone(tmp_path, "google-site-verification=abc", published_txt("s1")))
-    assert result.exit_code == 0, result.output
-    assert result.stderr.startswith(f"warning: {NAME} also has 1 TXT record(s) that are not DKIM keys")
+    assert result.exit_code == 1
+    assert result.stdout.startswith(f"multiple records: 2 TXT records at {NAME} (1 of them DKIM key records)")
+
+
+def test_check_dns_and_verify_give_one_answer_for_a_name_with_two_txt_records(keys_dir, tmp_path):
+    two = zone(tmp_path, published_txt("s1"), "google-site-verification=abc")
+    message = tmp_path / "message.eml"
+    message.write_bytes(b"From: alice@example.com\r\nSubject: hi\r\n\r\nHello.\r\n")
+    signed = run("sign", "--domain", "example.com", "--selector", "s1", "--key", keys_dir / "example.com/s1.key",
+                 message)
+    assert signed.exit_code == 0, signed.output
+    message.write_bytes(signed.stdout_bytes)
+    verified = CliRunner().invoke(main, ["verify", "--json", "--zone", str(two), str(message)])
+    assert [r["result"] for r in json.loads(verified.stdout)] == ["permerror"]
+    assert check(keys_dir, two).exit_code == 1
+    one = zone(tmp_path, published_txt("s1"))
+    verified = CliRunner().invoke(main, ["verify", "--json", "--zone", str(one), str(message)])
+    assert [r["result"] for r in json.loads(verified.stdout)] == ["pass"]
+    assert check(keys_dir, one).exit_code == 0
 
 
 def test_check_dns_hash_list_without_sha256_is_unusable(keys_dir, tmp_path):

@@ -129,6 +129,21 @@ def test_default_key_needs_domain_and_selectors(tmp_path, keys_dir):
     ("[Domains]\n[[example.com]]\nSelectors = s1, s2\nKeyFiles = a.key\n",
      "KeyFiles: gives 1 files for 2 selectors"),
     ("[Signing\nEnabled = Yes\n", "cannot be parsed"),
+    # issue 8: each of these crashed with a traceback or loaded and then broke mail
+    ("[Signing]\nKeysDir =\n", "[Signing] KeysDir: is empty"),
+    ("[Signing]\nExpireDays = nan\n", "[Signing] ExpireDays: 'nan' is not valid here; expected a number"),
+    ("[DNS]\nTimeout = nan\n", "[DNS] Timeout: 'nan' is not valid here; expected a number"),
+    ("[Verification]\nPassScore = -inf\n", "[Verification] PassScore: '-inf' is not valid here"),
+    ("[Domains]\n[[example.com]]\nSelectors = s1\nIncludeSubdomains = maybe\n",
+     "[Domains] [[example.com]] IncludeSubdomains: 'maybe' is not valid here; expected Yes or No"),
+    ("Timeout = 5\n[DNS]\n", "Timeout: is an option of [DNS], written above every section; move it under [DNS]"),
+    ("Verification = 1\n", "Verification: is a section, written here as an option"),
+    ("[DNS]\nPort = 53\nPort = 54\n", "Duplicate keyword name at line 3. ('Port = 54')"),
+    ("[Domains]\n[[..]]\nSelectors = s1\n", "[Domains] [[..]]: '..' is not a domain name"),
+    ("[Domains]\n[[example.com]]\nSelectors = s 1\n", "[Domains] [[example.com]] Selectors: 's 1' is not a selector"),
+    ("[SenderSelectors]\nalice@example.com = a;b\n", "[SenderSelectors] alice@example.com: 'a;b' is not a selector"),
+    ("[Signing]\nKeysDir = a\x00b\n", "[Signing] KeysDir: 'a\\x00b' holds a control character"),
+    ("[Logging]\nActivityLog = .\n", "[Logging] ActivityLog: "),
 ])
 def test_each_mistake_is_one_line_naming_file_option_and_problem(tmp_path, text, expected):
     assert expected in error_of(write(tmp_path, text))
@@ -156,3 +171,54 @@ def test_relative_key_files_are_taken_from_the_files_folder_whatever_keys_dir_is
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "s1.key").write_text("not checked here")
     assert load_settings(path).signing.domains["example.com"].key_files == (tmp_path / "mine" / "s1.key",)
+
+
+def test_a_zone_file_that_is_not_a_zone_file_is_an_error(tmp_path):
+    (tmp_path / "keys.key").write_text("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI\n")
+    message = error_of(write(tmp_path, "[DNS]\nZoneFile = keys.key\n"))
+    assert "[DNS] ZoneFile: " in message and "cannot be read as a zone file" in message
+
+
+@pytest.mark.parametrize("option, value", [
+    ("AuthservId", "mx.example.com; arc=pass"), ("AuthservId", "mx example"), ("AuthservId", "mx@example.com"),
+    ("AuthservId", "bücher.example"), ("ScoreHeader", "X DKIM Score"), ("ScoreHeader", "X-Score:"),
+    ("ScoreHeader", "X-Scöre"), ("AuthenticatedHeader", "X Authenticated"),
+])
+def test_a_configured_value_that_cannot_be_written_in_a_header_is_an_error_at_load(tmp_path, option, value):
+    message = error_of(write(tmp_path, f"[Verification]\n{option} = {value}\n"))
+    assert f"[Verification] {option}: " in message
+
+
+@pytest.mark.parametrize("option", ["Headers", "OversignHeaders"])
+@pytest.mark.parametrize("value", ["from, x header", "from, subject:", "from, sübject", "from, \"\""])
+def test_a_header_name_to_sign_that_is_not_a_field_name_is_an_error_at_load(tmp_path, option, value):
+    message = error_of(write(tmp_path, f"[Signing]\n{option} = {value}\n"))
+    assert f"[Signing] {option}: " in message and "is not a header field name" in message
+
+
+def test_an_empty_key_file_entry_keeps_the_selectors_usual_place(tmp_path, keys_dir):
+    path = write(tmp_path, f"[Signing]\nKeysDir = {keys_dir}\n"
+                           "[Domains]\n[[example.com]]\nSelectors = s1, ed1\nKeyFiles = \"\", \"\"\n")
+    assert load_settings(path).signing.domains["example.com"].key_files == (
+        keys_dir / "example.com/s1.key", keys_dir / "example.com/ed1.key")
+    path = write(tmp_path, f"[Signing]\nKeysDir = {keys_dir}\n[Domains]\n[[example.com]]\nSelectors = s1\nKeyFiles =\n")
+    assert load_settings(path).signing.domains["example.com"].key_files == (keys_dir / "example.com/s1.key",)
+
+
+def test_an_internationalized_signing_domain_is_kept_as_a_labels(tmp_path, keys_dir):
+    (keys_dir / "xn--bcher-kva.example").mkdir()
+    (keys_dir / "example.com" / "s1.key").rename(keys_dir / "xn--bcher-kva.example" / "s1.key")
+    path = write(tmp_path, f"[Signing]\nKeysDir = {keys_dir}\n[Domains]\n[[Bücher.example]]\nSelectors = s1\n")
+    assert list(load_settings(path).signing.domains) == ["xn--bcher-kva.example"]
+
+
+@pytest.mark.parametrize("text", ["[Signing]\nKeysDir =\n", "[DNS]\nTimeout = nan\n", "Timeout = 5\n",
+                                  "[Verification]\nAuthservId = a b\n"])
+def test_the_command_line_exits_2_with_one_line_for_a_bad_file(tmp_path, text):
+    from click.testing import CliRunner
+    from salmon_dkim.cli import main
+    path = write(tmp_path, text)
+    result = CliRunner().invoke(main, ["verify", "--config", str(path)], input=b"From: a@example.com\r\n\r\n")
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert len(result.output.strip().splitlines()) == 1 and str(path) in result.output

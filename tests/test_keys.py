@@ -1,6 +1,11 @@
 """Private key files, the KeyStore, and DKIM key records (RFC 6376 section 3.6.1)."""
 import base64
 import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional
 
 import pytest
 from conftest import KEYS, private_copy
@@ -65,6 +70,124 @@ def test_refuses_key_group_can_read_even_when_others_cannot(keys_dir):
     path.chmod(0o640)
     with pytest.raises(KeyFileError, match=r"readable by group or others \(mode 0640\); run chmod 600"):
         load_private_key(path)
+
+
+@pytest.mark.parametrize("folder, mode", [
+    pytest.param("example.com", 0o757, id="DOMAIN-others"), pytest.param("example.com", 0o775, id="DOMAIN-group"),
+    pytest.param(".", 0o777, id="KeysDir-others"), pytest.param(".", 0o770, id="KeysDir-group")])
+def test_refuses_a_key_in_a_folder_others_can_write_as_opendkim_does(keys_dir, folder, mode):
+    """The DOMAIN folder and KeysDir: whoever can write there can put their own key in place of ours."""
+    (keys_dir / folder).chmod(mode)
+    where = (keys_dir / folder).resolve()
+    with pytest.raises(KeyFileError) as err:
+        load_private_key(keys_dir / "example.com/s1.key")
+    assert str(err.value) == (f"{where} is writable by group or others (mode {mode:04o}), so the key in it can be "
+                              f"replaced; run chmod go-w {where}")
+
+
+def test_a_sticky_keys_folder_is_fine_as_others_cannot_replace_what_is_in_it(keys_dir):
+    (keys_dir).chmod(0o1777)  # as /tmp: others may add names, not rename or remove ours
+    assert load_private_key(keys_dir / "example.com/s1.key").bits == 2048
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user takes root")
+@pytest.mark.parametrize("where, what", [("example.com", "the key in it"), (".", "the key in it"),
+                                         ("example.com/s1.key", "it")])
+def test_refuses_a_key_or_its_folders_owned_by_another_user(keys_dir, where, what):
+    os.chown(keys_dir / where, NOBODY, NOBODY)
+    with pytest.raises(KeyFileError, match=rf"{(keys_dir / where).resolve()} belongs to uid {NOBODY}, not to this "
+                                           rf"user \(uid 0\) or root, so its owner can replace {what}"):
+        load_private_key(keys_dir / "example.com/s1.key")
+
+
+def test_a_symlinked_key_is_refused_when_its_targets_folder_is_open_to_others(keys_dir, tmp_path):
+    (tmp_path / "elsewhere").mkdir(mode=0o777)
+    (tmp_path / "elsewhere").chmod(0o777)
+    (keys_dir / "example.com/s1.key").rename(tmp_path / "elsewhere/s1.key")
+    (keys_dir / "example.com/s1.key").symlink_to(tmp_path / "elsewhere/s1.key")
+    with pytest.raises(KeyFileError, match="elsewhere is writable by group or others"):
+        load_private_key(keys_dir / "example.com/s1.key")
+
+
+def test_keystore_notices_a_keys_folder_opened_to_others_while_running(keys_dir):
+    store = KeyStore()
+    path = keys_dir / "example.com/s1.key"
+    store.get(path)
+    (keys_dir / "example.com").chmod(0o777)
+    with pytest.raises(KeyFileError, match="writable by group or others"):
+        store.get(path)
+
+
+def test_start_up_stops_naming_a_keys_folder_others_can_write(keys_dir, tmp_path):
+    from salmon_dkim.config import ConfigError
+    from salmon_dkim.salmon.context import DKIM
+    ini = tmp_path / "salmon_dkim.ini"
+    ini.write_text(f"[Signing]\nKeysDir = {keys_dir}\n[Domains]\n[[example.com]]\nSelectors = s1\n"
+                   f"[DNS]\nZoneFile = {KEYS / 'keys.zone'}\n[Logging]\nActivityLog =\n")
+    (keys_dir / "example.com").chmod(0o777)
+    with pytest.raises(ConfigError, match=rf"unusable signing keys: example.com: {keys_dir}/example.com is "
+                                          r"writable by group or others \(mode 0777\)"):
+        DKIM.from_config(ini)
+
+
+NOBODY = 65534
+
+
+def _python_for(uid: int) -> Optional[List[str]]:
+    """A Python that uid can run, with this checkout and its libraries on its path (the venv's may be unreachable)."""
+    import cryptography
+    path = os.pathsep.join([str(Path(__file__).parent.parent), str(Path(cryptography.__file__).parent.parent)])
+    env = {"PYTHONPATH": path, "PATH": "/usr/bin:/bin"}
+    for exe in dict.fromkeys([sys.executable, getattr(sys, "_base_executable", ""), "/usr/bin/python3"]):
+        try:
+            probe = subprocess.run([exe, "-c", "import salmon_dkim.core.keys"], user=uid, env=env, cwd="/",
+                                   capture_output=True)
+        except OSError:  # this one is in a folder uid cannot enter
+            continue
+        if probe.returncode == 0:
+            return [exe, env]
+    return None
+
+
+def load_as(uid: int, path: Path) -> str:
+    """What load_private_key says to uid: "ok ALGORITHM" or "error MESSAGE"."""
+    found = _python_for(uid)
+    if found is None:
+        pytest.skip(f"no Python here that uid {uid} can run with cryptography")
+    exe, env = found
+    code = ("import sys\nfrom salmon_dkim.core.keys import KeyFileError, load_private_key\n"
+            "try:\n    print('ok', load_private_key(sys.argv[1]).algorithm)\n"
+            "except KeyFileError as exc:\n    print('error', exc)\n")
+    done = subprocess.run([exe, "-c", code, str(path)], user=uid, env=env, cwd="/", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder outside pytest's private temp folder, so another user can reach what is in it."""
+    with tempfile.TemporaryDirectory(prefix="keys-") as name:
+        os.chmod(name, 0o755)
+        yield Path(name)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user takes root")
+def test_a_keys_folder_the_server_cannot_enter_is_one_line_naming_it(shared_dir):
+    key = private_copy(KEYS / "example.com.ed25519.key", shared_dir / "keys/example.com/ed1.key")
+    os.chown(key, NOBODY, NOBODY)
+    (shared_dir / "keys/example.com").chmod(0o700)  # root's, closed to the server's user
+    said = load_as(NOBODY, key)
+    assert said == (f"error {shared_dir}/keys/example.com cannot be entered by this user (uid {NOBODY}), so {key} "
+                    f"cannot be read; give it access, e.g. chown {NOBODY} {shared_dir}/keys/example.com")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user takes root")
+def test_root_owned_keys_folders_are_fine_for_the_server_user(shared_dir):
+    key = private_copy(KEYS / "example.com.ed25519.key", shared_dir / "keys/example.com/ed1.key")
+    os.chown(key, NOBODY, NOBODY)
+    assert load_as(NOBODY, key) == "ok ed25519"
+    os.chown(shared_dir / "keys", 1, 1)  # a third user's KeysDir: it could swap the folder below
+    assert load_as(NOBODY, key).startswith(f"error {shared_dir}/keys belongs to uid 1, not to this user")
 
 
 def test_refuses_encrypted_key(tmp_path):

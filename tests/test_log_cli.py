@@ -174,7 +174,7 @@ def test_no_activity_log_configured_exits_2(command):
 
 @pytest.mark.parametrize("command", ["log", "stats"])
 def test_unreadable_activity_log_exits_2_saying_so(tmp_path, command):
-    (tmp_path / "activity.jsonl").mkdir()
+    (tmp_path / "activity.jsonl").symlink_to("activity.jsonl")  # a loop: there, but never readable
     ini = tmp_path / "salmon_dkim.ini"
     ini.write_text(f"[Logging]\nActivityLog = {tmp_path / 'activity.jsonl'}\n")
     result = run(command, "--config", ini)

@@ -9,6 +9,7 @@ and the old one retired.  ``check-dns`` is
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -89,9 +90,10 @@ def keygen(domain: str, selector, algorithm: str, bits, keys_dir: str, testing: 
     checked_key_size(algorithm, bits)  # before anything is made
     folder = Path(keys_dir) / domain
     selector = selector or dated_selector([folder])
-    if (folder / f"{selector}.key").exists():
-        stop(2, f"error: {folder / f'{selector}.key'} already exists and is never overwritten; pick another "
-                 f"selector (rotate: salmon-dkim rotate {domain} makes the next key and retires this one)")
+    for path in (folder / f"{selector}.key", folder / f"{selector}.dns"):
+        if os.path.lexists(path):  # lexists: a symlink there counts, wherever it points
+            stop(2, f"error: {path} already exists and is never overwritten; pick another selector "
+                     f"(rotate: salmon-dkim rotate {domain} makes the next key and retires this one)")
     try:
         made = generate_key(keys_dir, domain, selector, algorithm=algorithm, bits=bits, testing=testing)
     except KeyGenerationError as exc:

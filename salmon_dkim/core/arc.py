@@ -10,6 +10,7 @@ through a ``TXTResolver``, at most ``[DNS] MaxLookupsPerMessage`` per message.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -97,16 +98,20 @@ def arc_instance_count(message: Union[bytes, Message]) -> int:
     """The highest ARC instance number on a message (0 when it has none)."""
     if not isinstance(message, Message):
         message = Message.parse(message)
-    found = [_instance(m.group(1)) for h in message.fields if _name(h) in ARC_FIELDS
-             for m in [_INSTANCE.search(h[1])] if m]
+    found = [_instance(m.group(1)) for h in _arc_fields(message) for m in [_INSTANCE.search(h[1])] if m]
     return max(found, default=0)
+
+
+def _arc_fields(message: Message) -> List[Header]:
+    """The ARC fields, top first, from the message's index (not a pass over every field)."""
+    return [message.fields[i] for i in sorted(i for name in ARC_FIELDS for i in message.positions(name))]
 
 
 def newest_seal_cv(message: Message) -> Optional[Tuple[int, str]]:
     """(instance, cv) of the ARC-Seal with the highest i=, read even from a chain that is malformed;
     None without one.  cv is lower case, "" when the seal has none."""
     newest = None
-    for name, value in message.fields:
+    for name, value in _arc_fields(message):
         if field_name(name) != SEAL:
             continue
         instance, cv = _INSTANCE.search(value), _CV.search(value)
@@ -120,10 +125,14 @@ def our_clauses(message: Union[bytes, Message], authserv_id: str) -> List[Clause
 
     Forged ones were removed before ours were added, so all of them are this ADMD's, and the
     ARC-Authentication-Results records them together (RFC 8617 section 4.1.1; the ARC test suite's
-    ar_merged cases).  A field that does not parse as RFC 8601 is not ours and gives nothing.
+    ar_merged cases).  A field that does not parse as RFC 8601 is not ours and gives nothing, nor
+    does a message that cannot be parsed.
     """
     if not isinstance(message, Message):
-        message = Message.parse(message)
+        try:
+            message = Message.parse(message)
+        except MessageFormatError:
+            return []
     ours = authserv_id.strip().rstrip(".").lower()
     found: List[Clause] = []
     for value in message.values(b"authentication-results"):
@@ -349,21 +358,38 @@ def _verify_ams(arc_set: ARCSet, msg: Message, keys: _KeyFetcher) -> None:
     _check(keys, tags, label, data)
 
 
-def _verify_seal(sets: Sequence[ARCSet], keys: _KeyFetcher) -> None:
-    arc_set = sets[-1]
+def _chain_digests(sets: Sequence[ARCSet]) -> List[bytes]:
+    """The SHA-256 digest each ARC-Seal signs (its _chain_input and its own field), oldest first.
+
+    One running digest over the sets: each field is canonicalized and hashed once, where hashing
+    each seal's input whole read every byte of a 50-set chain 25 times (190x sha256 per MiB).
+    """
+    running, digests = hashlib.sha256(), []
+    for arc_set in sets:
+        aar, ams = canon_header(*arc_set.aar, "relaxed"), canon_header(*arc_set.ams, "relaxed")
+        signed = running.copy()
+        signed.update(aar + ams + own_field(*arc_set.seal, "relaxed"))
+        digests.append(signed.digest())
+        running.update(aar + ams + canon_header(*arc_set.seal, "relaxed"))
+    return digests
+
+
+def _verify_seal(arc_set: ARCSet, digest: bytes, keys: _KeyFetcher) -> None:
     tags = _tags(arc_set.seal, [b"i", b"a", b"b", b"cv", b"d", b"s"])
     label = f"ARC-Seal i={arc_set.instance}"
     if b"h" in tags:
         raise ARCChainError(f"{label} has an h= tag, which RFC 8617 forbids")
-    _check(keys, tags, label, _chain_input(sets) + own_field(*arc_set.seal, "relaxed"))
+    _check(keys, tags, label, digest, prehashed=True)
 
 
-def _check(keys: "_KeyFetcher", tags: Dict[bytes, bytes], label: str, data: bytes) -> None:
-    """ARCChainError unless b= verifies over ``data`` with the key d= and s= name."""
+def _check(keys: "_KeyFetcher", tags: Dict[bytes, bytes], label: str, data: bytes, *,
+           prehashed: bool = False) -> None:
+    """ARCChainError unless b= verifies over ``data`` (its SHA-256 digest if ``prehashed``) with the key
+    d= and s= name."""
     algorithm = _algorithm(tags, label)
     public = keys.get(_text(tags[b"s"]), _text(tags[b"d"]))
     try:
-        crypto.verify(public, algorithm, _b64(tags[b"b"], label), data)
+        crypto.verify(public, algorithm, _b64(tags[b"b"], label), data, prehashed=prehashed)
     except crypto.BadSignature:
         raise ARCChainError(f"{label} does not verify (d={_text(tags[b'd'])}, s={_text(tags[b's'])})") from None
 
@@ -390,7 +416,7 @@ def _verify_chain(msg: Message, resolver: TXTResolver, settings: Settings) -> Tu
     cap = min(settings.lists.max_arc_instances, RFC_MAX_INSTANCES)
     if count > cap:
         return "fail", f"{count} ARC sets, more than MaxARCInstances ({cap})"
-    sets = arc_sets(msg.fields)
+    sets = arc_sets(_arc_fields(msg))
     for arc_set in sets:
         cv = _text(_tags(arc_set.seal, [b"cv"])[b"cv"]).lower()
         wanted = "none" if arc_set.instance == 1 else "pass"
@@ -399,8 +425,8 @@ def _verify_chain(msg: Message, resolver: TXTResolver, settings: Settings) -> Tu
     keys = _KeyFetcher(BudgetedResolver(resolver, settings.dns.max_lookups_per_message),
                        settings.verification.min_key_bits)
     _verify_ams(sets[-1], msg, keys)
-    for last in range(len(sets), 0, -1):
-        _verify_seal(sets[:last], keys)
+    for arc_set, digest in reversed(list(zip(sets, _chain_digests(sets)))):  # newest first
+        _verify_seal(arc_set, digest, keys)
     return "pass", f"{len(sets)} ARC set{'s' if len(sets) > 1 else ''} verified, " \
                    f"last sealed by {_text(_tags(sets[-1].seal, [b'd'])[b'd'])}"
 

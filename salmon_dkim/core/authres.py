@@ -18,12 +18,13 @@ encoded word, or with a trailing dot.
 """
 from __future__ import annotations
 
+import email.errors
 import email.header
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
-from salmon_dkim.core.message import remove_fields
+from salmon_dkim.core.message import AddressError, comment_end, remove_fields
 from salmon_dkim.core.results import SignatureResult, VerificationReport
 from salmon_dkim.core.tags import fold
 
@@ -38,6 +39,9 @@ _ADDRESS = re.compile(r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*
 _KEYWORD = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?")
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 _DIGITS = re.compile(r"[0-9]+")
+# White space and comments that hold no ( ) or \\, unrolled: an alternation per comment is 2.5 times slower.
+_FLAT_CFWS = re.compile(r"[ \t\r\n]*+(?:\([^()\\]*+\)[ \t\r\n]*+)*+")
+_FLAT_COMMENT = re.compile(r"\(([^()\\]*)\)")
 
 
 class AuthResError(ValueError):
@@ -188,40 +192,30 @@ def auth_clause(user: str) -> Clause:
 class _Reader:
     """A strict single-pass reader of an Authentication-Results value (RFC 8601 section 2.2)."""
 
-    _COMMENT_LIMIT = 64
-
-    def __init__(self, text: str) -> None:
-        self.text, self.i, self.comments = text, 0, []
+    def __init__(self, text: str, keep_comments: bool = True) -> None:
+        self.text, self.i, self.comments, self.keep_comments = text, 0, [], keep_comments
 
     def cfws(self) -> None:
-        text, n = self.text, len(self.text)
-        while self.i < n:
-            c = text[self.i]
-            if c in " \t\r\n":
-                self.i += 1
-            elif c == "(":
-                self.comments.append(self.comment())
-            else:
+        text = self.text
+        while True:  # a Python step per nested comment, not per character or plain comment
+            end = _FLAT_CFWS.match(text, self.i).end()
+            if end > self.i:
+                if self.keep_comments:
+                    self.comments += _FLAT_COMMENT.findall(text, self.i, end)
+                self.i = end
+            if not text.startswith("(", self.i):
                 return
+            comment = self.comment()
+            if self.keep_comments:
+                self.comments.append(comment)
 
     def comment(self) -> str:
-        text, start, depth = self.text, self.i, 0
-        while self.i < len(text):
-            c = text[self.i]
-            if c == "\\":
-                self.i += 2
-                continue
-            if c == "(":
-                depth += 1
-                if depth > self._COMMENT_LIMIT:
-                    raise AuthResError("comments nested too deep")
-            elif c == ")":
-                depth -= 1
-                if depth == 0:
-                    self.i += 1
-                    return text[start + 1:self.i - 1]
-            self.i += 1
-        raise AuthResError("a comment is not closed")
+        start = self.i
+        try:
+            self.i = comment_end(self.text, start)  # the mailbox parser's rules: nesting, quoted pairs
+        except AddressError as exc:
+            raise AuthResError(str(exc)) from None
+        return self.text[start + 1:self.i - 1]
 
     def expect(self, char: str) -> None:
         self.cfws()
@@ -325,18 +319,24 @@ def parse(value: "bytes | str") -> Tuple[str, List[Clause]]:
 # -- whose header is it ------------------------------------------------------------------------------
 
 _SCAN_LIMIT = 16384  # bytes before the authserv-id (comments); beyond that nothing legitimate
+# Fields with encoded words decoded per message (the email package takes ~30 us a field); past that
+# many, such a field cannot be read and goes like any unreadable one.  Nobody legitimate sends them.
+_DECODE_LIMIT = 50
 
 
-def authserv_id_of(value: bytes) -> Optional[str]:
+def authserv_id_of(value: bytes, *, decode: bool = True) -> Optional[str]:
     """The authserv-id a field value claims, as a mail reader would see it: lower case, no trailing dot,
-    encoded words decoded.  "" when the value is empty; None when it cannot be read (treated as forged)."""
+    encoded words decoded.  "" when the value is empty; None when it cannot be read (treated as forged),
+    or when it holds encoded words and ``decode`` is false."""
     text = value[:_SCAN_LIMIT].decode("utf-8", "replace")
     if "=?" in text[:2048]:  # a Salmon handler reads the header with encoded words decoded
+        if not decode:
+            return None
         try:
             text = str(email.header.make_header(email.header.decode_header(text[:2048])))
-        except (ValueError, LookupError, UnicodeError):
+        except (ValueError, LookupError, UnicodeError, email.errors.HeaderParseError):  # bad base64 is the last
             return None
-    reader = _Reader(text)
+    reader = _Reader(text, keep_comments=False)
     try:
         reader.cfws()
         if reader.i >= len(text):
@@ -349,14 +349,36 @@ def authserv_id_of(value: bytes) -> Optional[str]:
 _HIDDEN_LINE = re.compile(rb"(?:\r(?!\n)|(?<!\r)\n)(?![ \t])")
 
 
-def _visible_fields(field: bytes) -> List[Tuple[bytes, bytes]]:
-    """(name, value) of each field a mail reader may see in one of ours: the field itself, and any
-    that starts after a bare CR or LF inside it (Python's email parser breaks lines there)."""
-    found = []
-    for line in _HIDDEN_LINE.split(field):
-        name, colon, rest = line.partition(b":")
-        if colon:
-            found.append((name.strip(b" \t").lower(), rest))
+def _hidden_line(value: bytes) -> bool:
+    """Whether a bare CR or LF starts a line inside the value (counting first: a regex search that
+    may start at any CR or LF runs at a twentieth of the speed of bytes.count)."""
+    pairs = value.count(b"\r\n")
+    if value.count(b"\r") == pairs and value.count(b"\n") == pairs:
+        return False
+    return _HIDDEN_LINE.search(value) is not None
+
+
+_COLON = re.compile(rb"[ \t]*:")
+
+
+def _visible_fields(value: bytes, names: Iterable[bytes]) -> List[Tuple[bytes, bytes]]:
+    """(name, value) of each field called one of ``names`` (lower case) that a mail reader may see
+    inside a field value, starting after a bare CR or LF (Python's email parser breaks lines there).
+
+    The names are found with bytes.find in the lower-cased value: splitting at every hidden line
+    took a Python step per bare CR, and a pattern that may start at any CR or LF is slow too.
+    """
+    low, found = value.lower(), []
+    for name in names:
+        at = low.find(name)
+        while at >= 0:
+            before = low[at - 1] if at else 0
+            if before == 13 or before == 10 and low[at - 2:at - 1] != b"\r":  # a bare CR or LF
+                colon = _COLON.match(value, at + len(name))
+                if colon:
+                    end = _HIDDEN_LINE.search(value, colon.end())
+                    found.append((name, value[colon.end():end.start() if end else len(value)]))
+            at = low.find(name, at + 1)
     return found
 
 
@@ -366,15 +388,23 @@ def claims_ours(authserv_id: str, others: Iterable[str] = ()) -> Callable[[bytes
     also behind a bare CR or LF inside it."""
     ours = authserv_id.strip().rstrip(".").lower()
     names = {o.strip().lower().encode("ascii") for o in others if o}
+    decodes = _DECODE_LIMIT
 
     def direct(name: bytes, value: bytes) -> bool:
-        return name in names or (name == b"authentication-results" and authserv_id_of(value) in (ours, None))
+        nonlocal decodes
+        if name in names:
+            return True
+        if name == b"authentication-results":
+            decodes -= b"=?" in value
+            return authserv_id_of(value, decode=decodes >= 0) in (ours, None)
+        return False
+
+    hidden = names | {b"authentication-results"}
 
     def claims(name: bytes, value: bytes) -> bool:
         if direct(name, value):
             return True
-        return bool(_HIDDEN_LINE.search(value)) and any(
-            direct(n, v) for n, v in _visible_fields(name + b":" + value)[1:])
+        return _hidden_line(value) and any(direct(n, v) for n, v in _visible_fields(value, hidden))
 
     return claims
 

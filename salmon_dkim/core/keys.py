@@ -74,6 +74,41 @@ def _check_mode(path: Path, mode: int) -> None:
                            f"run chmod 600 on it")
 
 
+def _key_folders(path: Path) -> Tuple[Path, ...]:
+    """The folder a key lies in and the one above it: DOMAIN and KeysDir as keygen lays them out
+    (for a symlinked key, those of its target too)."""
+    folders = []
+    for where in (Path(os.path.abspath(path)), Path(path).resolve()):
+        folders += [f for f in (where.parent, where.parent.parent) if f not in folders]
+    return tuple(folders)
+
+
+def _check_owner(path: Path, st: os.stat_result, what: str) -> None:
+    if st.st_uid not in (0, os.geteuid()):
+        raise KeyFileError(f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}) or root, "
+                           f"so its owner can replace {what}; run chown {os.geteuid()} {path}")
+
+
+def _check_folder(folder: Path, st: os.stat_result) -> None:
+    """As OpenDKIM: whoever can write a keys folder can swap the key in it, so only we or root may.
+
+    A sticky folder (/tmp) is the exception: others can add names there, not replace ours.
+    """
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022 and not mode & stat.S_ISVTX:
+        raise KeyFileError(f"{folder} is writable by group or others (mode {mode:04o}), so the key in it can be "
+                           f"replaced; run chmod go-w {folder}")
+    _check_owner(folder, st, "the key in it")
+
+
+def _unenterable(path: Path) -> Optional[Path]:
+    """The first folder on the way to path that this user cannot enter (search permission), or None."""
+    for folder in reversed(Path(os.path.abspath(path)).parents):
+        if not os.access(folder, os.X_OK):
+            return folder
+    return None
+
+
 def _parse_key_file(path: Path, data: bytes) -> object:
     try:
         if b"-----BEGIN" in data:
@@ -94,14 +129,26 @@ def _parse_key_file(path: Path, data: bytes) -> object:
 
 
 def load_private_key(path: "str | os.PathLike", *, min_bits: int = MIN_RSA_BITS) -> PrivateKey:
-    """The key in a PEM (PKCS#8 or PKCS#1) file, after checking it is private, usable and long enough."""
+    """The key in a PEM (PKCS#8 or PKCS#1) file, after checking it is private, usable and long enough.
+
+    The file, its folder and the one above (DOMAIN and KeysDir) must belong to this user or root,
+    and the folders must not be writable by group or others; a folder this user cannot enter is named.
+    """
     path = Path(path)
     try:
-        _check_mode(path, os.stat(path).st_mode)
+        for folder in _key_folders(path):
+            _check_folder(folder, os.stat(folder))
+        st = os.stat(path)
+        _check_mode(path, st.st_mode)
+        _check_owner(path, st, "it")
         data = path.read_bytes()
     except KeyFileError:
         raise
     except OSError as exc:
+        closed = _unenterable(path) if isinstance(exc, PermissionError) else None
+        if closed is not None:
+            raise KeyFileError(f"{closed} cannot be entered by this user (uid {os.geteuid()}), so {path} cannot "
+                               f"be read; give it access, e.g. chown {os.geteuid()} {closed}") from None
         raise KeyFileError(f"{path} cannot be read ({exc.strerror}); check KeysDir/KeyFiles "
                            f"or {KEYGEN_HINT}") from None
     key = _parse_key_file(path, data)
@@ -145,10 +192,12 @@ class KeyStore:
         resolved = Path(path).resolve()
         try:
             st = os.stat(resolved)
+            folders = [os.stat(folder) for folder in _key_folders(Path(path))]
         except OSError:
             return load_private_key(path, min_bits=self.min_bits)  # raises KeyFileError naming the file
-        # A rotated, rewritten or chmod-ed file changes one of these.
-        version = (st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode)
+        # A rotated, rewritten or chmod-ed file, or a folder given away or opened to others, changes one of these.
+        version = (st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode, st.st_uid,
+                   tuple((f.st_mode, f.st_uid) for f in folders))
         cached = self._keys.get(resolved)
         if cached and cached[0] == version:
             return cached[1]

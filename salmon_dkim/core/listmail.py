@@ -163,7 +163,10 @@ def mitigate_dmarc(message: bytes, how: str, list_address: Optional[str], resolv
     (Mailman's way).  ``wrap_message``: the post travels as a message/rfc822 attachment of a message
     from the list.  Unchanged when the author's domain is not strict, or no list address is known.
     """
-    msg = Message.parse(message)
+    try:
+        msg = Message.parse(message)
+    except MessageFormatError:
+        return message  # not a message: it goes out unsigned, as the signer will say
     if strict_dmarc_author(msg, resolver) is None:
         return message
     address = list_address or _list_address(msg)
