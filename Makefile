@@ -35,14 +35,19 @@ $(BIN)/salmon-dkim: setup.cfg pyproject.toml
 example: setup
 	cd example_project && ../$(BIN)/python run.py
 
+# two test processes (pytest-xdist); JOBS=1 runs them in one
+JOBS ?= 2
+
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(JOBS) $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python bench/sign.py
 	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/canon.py
 	$(BIN)/python bench/hostile.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/e2e.py
 
 # Hostile message shapes: ms per MiB next to sha256, at two sizes (issue 8: at most 50x, linear).
 bench-hostile: venv
