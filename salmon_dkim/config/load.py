@@ -85,7 +85,7 @@ def _load(path, name: str, check_key_files: bool) -> Settings:
         raise ConfigError(f"{name}: cannot be read ({exc.strerror or exc})") from None
     _check(raw, name)
     base = Path(path).resolve().parent if path is not None else Path.cwd()
-    return _build(raw, name, base, check_key_files)
+    return _build(raw, name, base, check_key_files, Path(path).resolve() if path is not None else None)
 
 
 def _where(sections, key, section: bool = False) -> str:
@@ -271,7 +271,7 @@ def _domain_keys(domain, selectors, key_files, include_subdomains, keys_dir, bas
     return DomainKeys(domain, tuple(selectors), files, include_subdomains, enabled, *domainkeys)
 
 
-def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Settings:
+def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool, source: Optional[Path]) -> Settings:
     s, v, d, dk, lg = (raw["Signing"], raw["Verification"], raw["DNS"],
                        raw["DomainKeys"], raw["Logging"])
     keys_dir = _path(base, s["KeysDir"])
@@ -338,7 +338,7 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
         score_header=v["ScoreHeader"] and _field_name(v["ScoreHeader"], name, "[Verification] ScoreHeader"),
         close_connection_on_reject=v["CloseConnectionOnReject"],
         temperror_action=v["TempErrorAction"], internal_error_action=v["InternalErrorAction"],
-        use_cache=v["UseCache"], adsp=v["ADSP"], adsp_action=v["ADSPAction"],
+        adsp=v["ADSP"], adsp_action=v["ADSPAction"],
         adsp_score=v["ADSPScore"], max_message_size=v["MaxMessageSize"],
         verify_domainkeys=v["VerifyDomainKeys"])
     lists = ListSettings(
@@ -365,7 +365,7 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
         max_lookups_per_message=d["MaxLookupsPerMessage"],
         cache_file=_file_path(base, d["CacheFile"], name, "[DNS] CacheFile"))
     # Without a file there is no folder of ours to write the log in: log only when a file asks for it.
-    activity_log = _file_path(base, lg["ActivityLog"], name, "[Logging] ActivityLog") if name != "<defaults>" else None
+    activity_log = _file_path(base, lg["ActivityLog"], name, "[Logging] ActivityLog") if source else None
     logging_ = LoggingSettings(activity_log=activity_log, log_level=lg["LogLevel"],
                                activity_log_max_bytes=lg["ActivityLogMaxBytes"],
                                activity_log_backups=lg["ActivityLogBackups"])
@@ -377,7 +377,7 @@ def _build(raw: ConfigObj, name: str, base: Path, check_key_files: bool) -> Sett
                           undetermined_author_action=dm["UndeterminedAuthorAction"],
                           trusted_arc_sealers=tuple(x.lower().rstrip(".") for x in dm["TrustedARCSealers"] if x))
     return Settings(signing, verification, lists, dns, logging_, metrics=metrics, spf=spf, dmarc=dmarc,
-                    source=Path(name).resolve() if name != "<defaults>" else None,
+                    source=source,
                     submission=_submission(raw["Submission"], name, base, check_key_files))
 
 

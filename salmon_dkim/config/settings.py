@@ -89,7 +89,6 @@ class VerificationSettings:
     close_connection_on_reject: bool = False
     temperror_action: str = "tempfail"
     internal_error_action: str = "tempfail"
-    use_cache: bool = True
     adsp: bool = False
     adsp_action: str = "reject"
     adsp_score: float = 5.0
