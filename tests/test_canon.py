@@ -34,6 +34,18 @@ def test_body_canonicalization_agrees_with_dkimpy_on_crlf_terminated_bodies():
         assert canon_body(body, "simple") == Simple.canonicalize_body(body), body
 
 
+def test_relaxed_agrees_with_dkimpy_on_prose_and_on_dense_white_space():
+    """Prose (few runs of spaces) and dense white space take different paths through the relaxed rules."""
+    rng = random.Random(5322)
+    for _ in range(600):
+        prose = bytes(rng.choice(b"abcdefgh ") for _ in range(rng.randint(0, 3000)))
+        tail = to_crlf(bytes(rng.choice(b"ab  \t\r\n") for _ in range(rng.randint(0, 40))))
+        body = (prose + tail) if rng.random() < 0.5 else (tail + prose)
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        assert canon_body(body, "relaxed") == Relaxed.canonicalize_body(body), body[-60:]
+
+
 def test_a_million_empty_lines_collapse():
     assert canon_body(b"x\r\n" + b"\r\n" * 1_000_000, "relaxed") == b"x\r\n"
 

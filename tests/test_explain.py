@@ -29,8 +29,8 @@ from salmon_dkim.core import authres, crypto
 from salmon_dkim.core import explain as explain_module
 from salmon_dkim.core.canon import body_hash, canon_body
 from salmon_dkim.core.dkim import dkim_sign, header_data, make_signature
-from salmon_dkim.core.explain import (EXPLAIN_MAX_BYTES, MAX_CHECKS, MAX_PREFIX_LINES, SHORT_LIMIT,
-                                      decode_encoded_words, explain)
+from salmon_dkim.core.explain import (EXPLAIN_MAX_BYTES, MAX_CHECKS, MAX_PREFIX_LINES, MAX_SIGNED_FIELDS,
+                                      SHORT_LIMIT, decode_encoded_words, explain)
 from salmon_dkim.core.keys import load_private_key
 from salmon_dkim.core.message import Message
 from salmon_dkim.core.signer import Signer
@@ -344,7 +344,7 @@ def hostile(sign_fields: int, body: bytes, keys_dir) -> bytes:
 
 
 def test_hostile_failing_message_costs_at_most_max_checks_verifications(keys_dir, monkeypatch):
-    data = hostile(1000, b"a\r\n" * 300_000, keys_dir)  # 1,000 signed fields, 300,000 body lines
+    data = hostile(MAX_SIGNED_FIELDS - 3, b"a\r\n" * 300_000, keys_dir)  # h= of 1,000 names, 300,000 lines
     assert len(data) < EXPLAIN_MAX_BYTES
     verifications = Counting(crypto.verify)
     comparisons = Counting(explain_module.hmac.compare_digest)
@@ -352,13 +352,22 @@ def test_hostile_failing_message_costs_at_most_max_checks_verifications(keys_dir
     monkeypatch.setattr(explain_module, "hmac", SimpleNamespace(compare_digest=comparisons))
     [result] = verify(data)
     assert result.result == "fail" and result.reason.startswith("body hash mismatch: the body was edited")
-    assert verifications.calls == MAX_CHECKS  # 2,000 removals alone were on offer
+    assert verifications.calls == MAX_CHECKS  # 1,996 removals alone were on offer
     assert MAX_PREFIX_LINES <= comparisons.calls <= MAX_PREFIX_LINES + 10  # not one per body line
 
 
 def test_message_over_the_size_cap_keeps_the_plain_reason_and_costs_no_verification(keys_dir, monkeypatch):
-    data = hostile(1000, b"a\r\n" * (EXPLAIN_MAX_BYTES // 3 + 1), keys_dir)
+    data = hostile(10, b"a\r\n" * (EXPLAIN_MAX_BYTES // 3 + 1), keys_dir)
     assert len(data) > EXPLAIN_MAX_BYTES
+    verifications = Counting(crypto.verify)
+    monkeypatch.setattr(crypto, "verify", verifications)
+    [result] = verify(data)
+    assert result.reason == "body hash mismatch: the body was changed after signing"
+    assert verifications.calls == 0
+
+
+def test_signature_naming_more_fields_than_explained_keeps_the_plain_reason(keys_dir, monkeypatch):
+    data = hostile(MAX_SIGNED_FIELDS, b"a\r\n" * 1000, keys_dir)  # h= of 1,003 names
     verifications = Counting(crypto.verify)
     monkeypatch.setattr(crypto, "verify", verifications)
     [result] = verify(data)

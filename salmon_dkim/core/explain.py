@@ -67,6 +67,8 @@ MAX_REWRITTEN_FIELDS = 64
 """Signed fields examined for re-folding and re-encoding (the first ones in h= order)."""
 MAX_COMBINED = 5
 """Rewritten fields whose rewrites are undone in combination (2**5 subsets at most, within MAX_CHECKS)."""
+MAX_SIGNED_FIELDS = 1000
+"""Signatures whose h= names more fields keep the verifier's plain reason (each is a Python step here)."""
 SHORT_LIMIT = 120
 """Characters of the short explanation: reason= in Authentication-Results, and the activity log."""
 
@@ -626,6 +628,9 @@ def explain_failure(message: Message, sig: Signature, record: KeyRecord, reason:
     if len(message.data) > EXPLAIN_MAX_BYTES:
         return Explanation(reason, f"{reason}. Not explained: the message is {len(message.data)} bytes, over "
                                    f"the {EXPLAIN_MAX_BYTES} bytes explained.")
+    if len(sig.signed_headers) > MAX_SIGNED_FIELDS:
+        return Explanation(reason, f"{reason}. Not explained: h= names {len(sig.signed_headers)} fields, over "
+                                   f"the {MAX_SIGNED_FIELDS} explained.")
     try:
         return _explain_failure(message, sig, record, reason)
     except Exception:  # noqa: BLE001 (the explanation is an extra: its bug must not cost the result)
