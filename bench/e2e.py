@@ -16,6 +16,7 @@ signature itself (measured here through ``cryptography`` in the same run).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import smtplib
@@ -60,6 +61,8 @@ Enabled = {spf}
 ZoneFile = {zone}
 [Logging]
 ActivityLog = {work}/activity.jsonl
+[Submission]
+HandlerThreads = {handler_threads}
 """
 
 BODY = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut\r\n"
@@ -93,16 +96,40 @@ def send_all(port: int, rcpt: str, messages, threads: int) -> None:
         worker.join()
 
 
-def measure(work: Path, spf: bool, count: int, threads: int) -> dict:
+class CountingSink(SMTPSink):
+    """The relays' destination, counting what arrives (so a route that stopped relaying is seen)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.count, self.signed, self.lock = 0, 0, threading.Lock()
+
+    def store(self, sender: str, recipients, data: bytes) -> None:
+        signed = b"\r\nDKIM-Signature:" in b"\r\n" + data.partition(b"\r\n\r\n")[0]
+        with self.lock:
+            self.count += 1
+            self.signed += signed
+
+
+def verified(activity: Path) -> int:
+    """How many messages the server verified, by its activity log."""
+    if not activity.exists():
+        return 0
+    return sum(json.loads(line).get("event") == "verify" for line in activity.read_text().splitlines() if line)
+
+
+def measure(work: Path, spf: bool, count: int, threads: int, handler_threads: int) -> dict:
     keys = install_keys(work / "keys")
     ini = work / f"bench-{spf}.ini"
     ini.write_text(INI.format(keys=keys, zone=KEYS / "keys.zone", work=work, spf="Yes" if spf else "No",
-                              trusted="192.0.2.1/32," if spf else "127.0.0.0/8,"))
+                              trusted="192.0.2.1/32," if spf else "127.0.0.0/8,",
+                              handler_threads=handler_threads))
     signer = Signer(load_settings(ini))
     signed = [signer.sign(message(n)).message for n in range(count)]
     plain = [message(n) for n in range(count)]
     port = free_port()
-    with SMTPSink(work / f"sink-{spf}") as sink:
+    activity = work / "activity.jsonl"
+    verified_before = verified(activity)
+    with CountingSink(work / f"sink-{spf}") as sink:
         env = {"E2E_MX_PORT": str(port), "E2E_SINK_PORT": str(sink.port), "E2E_DKIM_CONFIG": str(ini)}
         with SalmonServer(APP, work, [port], env=env) as server:
             pid = server.process.pid
@@ -117,6 +144,14 @@ def measure(work: Path, spf: bool, count: int, threads: int) -> dict:
                     time.sleep(0.2)  # the activity writer and the sink catch up
                     spent = (server_cpu(pid) - before) / len(data)
                     per_message[route] = min(per_message.get(route, spent), spent)
+    # The routes did their work, or the figures mean nothing: the relay and sign routes relayed every
+    # message, the sign route's signed; the verify route verified every message.
+    per_route = min(20, count) + 3 * count
+    if (sink.count, sink.signed) != (2 * per_route, per_route):
+        sys.exit(f"bench broken: the sink got {sink.count} messages ({sink.signed} signed), expected "
+                 f"{2 * per_route} ({per_route} signed)")
+    if verified(activity) - verified_before < per_route:
+        sys.exit(f"bench broken: {verified(activity) - verified_before} messages verified, expected {per_route}")
     return per_message
 
 
@@ -132,15 +167,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=1000, help="messages per route and round")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
+    parser.add_argument("--handler-threads", type=int, default=8, help="the server's [Submission] HandlerThreads")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     try:
         rsa = raw_rsa_sign_ms()
-        print(f"{args.messages} distinct 3 KB messages per route, {args.threads} client threads; "
+        print(f"{args.messages} distinct 3 KB messages per route, {args.threads} client threads, "
+              f"{args.handler_threads} handler threads; "
               f"server CPU per message (user + system)\n")
         print(f"{'configuration':<34} {'route':<8} {'ms/msg':>8}  compared with")
         for spf, label in ((False, "DKIM only"), (True, "defaults: DKIM, SPF and DMARC")):
-            cpu = measure(work, spf, args.messages, args.threads)
+            cpu = measure(work, spf, args.messages, args.threads, args.handler_threads)
             ms = {route: seconds * 1000 for route, seconds in cpu.items()}
             verify_ratio = ms["verify"] / ms["plain"]
             sign_extra = ms["sign"] - ms["relay"] - rsa

@@ -5,4 +5,4 @@ mx_port = int(os.environ["E2E_MX_PORT"])
 sink_port = int(os.environ["E2E_SINK_PORT"])
 dkim_config = os.environ["E2E_DKIM_CONFIG"]
 handlers = ["app.handlers.bench"]
-router_defaults = {"host": ".+"}
+router_defaults = {"host": ".+", "local": ".+"}  # (local) in a route is a pattern only if named here
