@@ -402,8 +402,8 @@ class DKIMApp:
     def has(self, local_part: str) -> bool:
         return (self.spool / f"{local_part}.eml").exists()
 
-    def activity_entries(self, quiet: float = 0.2, timeout: float = 5.0) -> list:
-        """The activity log's entries once the server's writer thread (a few ms behind) is done."""
+    def activity_entries(self, quiet: float = 0.3, timeout: float = 5.0) -> list:
+        """The activity log's entries once the server's writer thread (up to 0.1 s behind) is done."""
         deadline, last = time.monotonic() + timeout, None
         while True:
             size = self.activity.stat().st_size if self.activity.exists() else -1

@@ -182,7 +182,7 @@ def test_a_pending_key_does_not_sign_the_shared_key_does_until_publishing_activa
     with start_app(tmp_path / "app", keys, dns.port) as app:
         before = app.send("n1")
         assert signers(before) == [("shared.test", "sh1")]
-        [line] = app.entries("sign")
+        [line] = wait_for(lambda: app.entries("sign"), 5, "a sign line in the activity log")  # written within 0.1 s
         assert line["reason"].startswith("signed with the shared key: example.com has no active key: s1 pending")
         publish(dns, keys, "example.com", "s1")
         app.key_event("s1", "active")
